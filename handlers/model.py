@@ -105,6 +105,8 @@ class ProcessedBarrage:
 
 
 def validate_identifier(field_name: str, value: object) -> str:
+    if value is None:
+        raise ValidationError(field_name, "is required")
     if not isinstance(value, str):
         raise ValidationError(field_name, "must be a string")
     if not ID_PATTERN.fullmatch(value):
@@ -113,6 +115,8 @@ def validate_identifier(field_name: str, value: object) -> str:
 
 
 def validate_text(value: object) -> str:
+    if value is None:
+        raise ValidationError("text", "is required")
     if not isinstance(value, str):
         raise ValidationError("text", "must be a string")
     trimmed = value.strip()

@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 
 from handlers import cursor
 from handlers.model import Barrage, ProcessedBarrage
-from handlers.ports import InvalidCursor, Page, PublishError, PutResult, PutStatus
+from handlers.ports import Clock, InvalidCursor, Page, PublishError, PutResult, PutStatus, ResultStore
+from handlers.process import OutcomeStatus, ProcessConfig, process
 
 CURSOR_KIND = "memory"
 
@@ -70,5 +71,25 @@ class MemoryPublisher:
                     failed[barrage.id] = reason
                 else:
                     self.published.append(barrage)
+        if failed:
+            raise PublishError(failed)
+
+
+class InProcessPublisher:
+    """The ``--bus memory`` publisher: processes barrages straight into the store.
+
+    A barrage counts as published once it is stored or known to be a duplicate; one the
+    processor rejects for good (text empty after cleaning, ...) is accepted and not shown,
+    as it would be on the Kafka path.
+    """
+
+    def __init__(self, store: ResultStore, clock: Clock, config: ProcessConfig) -> None:
+        self._store = store
+        self._clock = clock
+        self._config = config
+
+    def publish_many(self, barrages: Sequence[Barrage]) -> None:
+        outcomes = process(barrages, self._store, self._clock, self._config)
+        failed = {o.id: o.reason for o in outcomes if o.status is OutcomeStatus.FAILED}
         if failed:
             raise PublishError(failed)

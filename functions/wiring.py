@@ -1,0 +1,74 @@
+"""Builds the adapters that settings ask for, once per process (or FC instance)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from functions.config import Settings
+from handlers.ports import Clock, Publisher, ResultStore, SystemClock
+from handlers.process import ProcessConfig
+
+log = logging.getLogger("barrage")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: ResultStore
+    publisher: Publisher
+    clock: Clock
+    process_config: ProcessConfig
+    # Things to close on shutdown (producers, clients).
+    closers: list[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        for closer in reversed(self.closers):
+            try:
+                closer()
+            except Exception:  # closing is best effort; never mask the real shutdown reason
+                log.exception("error while closing")
+
+
+def process_config(settings: Settings) -> ProcessConfig:
+    return ProcessConfig(
+        masked_words=settings.masked_words,
+        lanes=settings.lanes,
+        max_per_user_per_batch=settings.max_per_user_per_batch,
+    )
+
+
+def build_store(settings: Settings, credentials: Any = None) -> ResultStore:
+    """Tablestore when ``OTS_ENDPOINT`` is set, the SQLite file otherwise."""
+    if settings.tablestore is not None:
+        from functions.adapters.tablestore import store_from_config
+
+        return store_from_config(settings.tablestore, credentials)
+    from functions.adapters.sqlite import SQLiteResultStore
+
+    return SQLiteResultStore(settings.sqlite_path)
+
+
+def build_publisher(settings: Settings, store: ResultStore, clock: Clock, config: ProcessConfig) -> Publisher:
+    if settings.bus == "kafka":
+        from functions.adapters.kafka import publisher_from_config
+
+        assert settings.kafka is not None  # Settings.from_environ guarantees it
+        return publisher_from_config(settings.kafka)
+    from functions.adapters.memory import InProcessPublisher
+
+    return InProcessPublisher(store, clock, config)
+
+
+def build_services(settings: Settings, credentials: Any = None) -> Services:
+    clock = SystemClock()
+    config = process_config(settings)
+    store = build_store(settings, credentials)
+    publisher = build_publisher(settings, store, clock, config)
+    services = Services(settings, store, publisher, clock, config)
+    for resource in (publisher, store):
+        close = getattr(resource, "close", None)
+        if callable(close):
+            services.closers.append(close)
+    return services
