@@ -12,7 +12,14 @@ from typing import Any
 import click
 
 # Subcommands live beside what they run and load only when used, so --help stays fast.
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "broker": "local.broker:broker",
+    "dispatch": "local.kafkasource.run:dispatch",
+    "serve": "local.serve:serve",
+    "fc": "local.fc.cli:fc",
+    "invoke": "local.fc.cli:invoke",
+    "build": "local.build:build",
+}
 
 
 class LazyGroup(click.Group):
@@ -35,6 +42,11 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, lazy=LAZY_COMMANDS)
 def main() -> None:
     """barrage: a live bullet-comment service for Function Compute and Knative."""
+
+
+@main.group(cls=LazyGroup, lazy={"tablestore": "local.tablestore.cli:emulate_tablestore"})
+def emulate() -> None:
+    """Local emulators of cloud services."""
 
 
 @main.command()

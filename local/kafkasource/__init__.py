@@ -1,0 +1,1 @@
+"""A local dispatcher that behaves as Knative Eventing's KafkaSource."""
