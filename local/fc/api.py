@@ -1,0 +1,438 @@
+"""The FC 2.0 invoke API and HTTP triggers, locally, for the functions s.yaml declares.
+
+- ``POST /2016-08-15/services/{service}[.{qualifier}]/functions/{function}/invocations``:
+  fc2 signature checked; ``x-fc-invocation-type`` Sync (default) or Async (202, run in the
+  background, retried on function error like FC's async invocation); ``x-fc-log-type: Tail``
+  answers the log tail in ``x-fc-log-result``; a function error is a 200 with
+  ``x-fc-error-type: UnhandledInvocationError`` and FC's error JSON; API errors are
+  ``{"ErrorCode", "ErrorMessage"}`` with FC's status codes.
+- HTTP triggers: ``/2016-08-15/proxy/{service}/{function}/...`` (FC 2.0's form),
+  ``/http/{function}/...``, and ``/...`` when exactly one function has an HTTP trigger.
+
+Each function runs in its own worker process (``local.fc.worker``), started on first use.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hmac
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+from local.fc.syaml import FunctionSpec, SYaml
+
+API_VERSION = "2016-08-15"
+SYNC_BODY_LIMIT = 32 * 1024 * 1024
+ASYNC_BODY_LIMIT = 128 * 1024
+MAX_CLOCK_SKEW_S = 15 * 60
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ACCESS_KEY_ID = "barrage-local"
+DEFAULT_ACCESS_KEY_SECRET = "barrage-local-secret"  # a local-only default, printed at start
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class Outcome:
+    """What one invocation came to, as the worker answered it."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    error: bool
+    log_tail: str
+
+
+@dataclass
+class AsyncRecord:
+    request_id: str
+    function: str
+    status: str = "Enqueued"  # Running, Retrying, Succeeded, Failed
+    attempts: int = 0
+    result: bytes = b""
+    error: dict[str, Any] | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Worker:
+    """One function instance: a ``local.fc.worker`` process on a loopback port."""
+
+    def __init__(self, spec: FunctionSpec, code_dir: Path, kind: str, env: Mapping[str, str], out: IO[str]) -> None:
+        self.spec, self.code_dir, self.kind, self.env, self.out = spec, code_dir, kind, env, out
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        argv = [sys.executable, "-m", "local.fc.worker", "--code-dir", str(self.code_dir),
+                "--handler", self.spec.handler, "--kind", self.kind]
+        if self.spec.initializer:
+            argv += ["--initializer", self.spec.initializer]
+        self.process = subprocess.Popen(argv, env=dict(self.env), cwd=str(self.code_dir), stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        ready = threading.Event()
+        threading.Thread(target=self._pump, args=(self.process, ready), daemon=True).start()
+        if not ready.wait(timeout_s) or not self.port:
+            self.stop()
+            raise ApiError(500, "FunctionNotStarted",
+                           f"function {self.spec.name} did not start within {timeout_s:.0f} s")
+
+    def _pump(self, process: subprocess.Popen[bytes], ready: threading.Event) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if not ready.is_set() and line.startswith("READY "):
+                self.port = int(line.split()[1])
+                ready.set()
+                continue
+            self.out.write(f"{self.spec.name:>18} | {line}\n")
+            self.out.flush()
+        ready.set()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def request(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
+                timeout_s: float) -> tuple[int, list[tuple[str, str]], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers))
+            answer = connection.getresponse()
+            return answer.status, answer.getheaders(), answer.read()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class LocalFC:
+    """The functions of one s.yaml behind one FC 2.0-style service."""
+
+    def __init__(self, syaml: SYaml, code_dir: Path, keys: Mapping[str, str], service: str | None = None,
+                 region: str = "cn-hangzhou", account_id: str = "1234567890", async_retry_delay_s: float = 1.0,
+                 http_kinds: Mapping[str, str] | None = None, out: IO[str] | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self.syaml = syaml
+        self.code_dir = code_dir.resolve()
+        self.keys = dict(keys)
+        self.service = service or syaml.name or "barrage"
+        self.region, self.account_id = region, account_id
+        self.async_retry_delay_s = async_retry_delay_s
+        # fc3 built-in runtimes give HTTP functions the JSON event; "wsgi" selects FC 2.0's contract.
+        self.http_kinds = dict(http_kinds or {})
+        self.out = out or sys.stdout
+        self.environ = dict(os.environ if environ is None else environ)
+        self.async_records: dict[str, AsyncRecord] = {}
+        self._workers: dict[str, Worker] = {}
+        self._lock = threading.Lock()
+
+    # -- instances --------------------------------------------------------------------------
+
+    def kind(self, spec: FunctionSpec) -> str:
+        return self.http_kinds.get(spec.name, "http") if spec.is_http else "event"
+
+    def _env(self, spec: FunctionSpec) -> dict[str, str]:
+        pythonpath = [str(self.code_dir), str(REPO_ROOT), self.environ.get("PYTHONPATH", "")]
+        return {
+            **self.environ,
+            **spec.environment,
+            "FC_FUNCTION_NAME": spec.name,
+            "FC_FUNCTION_HANDLER": spec.handler,
+            "FC_FUNCTION_MEMORY_SIZE": str(spec.memory),
+            "FC_FUNC_CODE_PATH": str(self.code_dir),
+            "FC_REGION": self.region,
+            "FC_ACCOUNT_ID": self.account_id,
+            "FC_SERVICE_NAME": self.service,
+            "PYTHONPATH": os.pathsep.join(p for p in pythonpath if p),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def worker(self, spec: FunctionSpec) -> Worker:
+        with self._lock:
+            worker = self._workers.get(spec.name)
+            if worker is None or not worker.alive():
+                worker = Worker(spec, self.code_dir, self.kind(spec), self._env(spec), self.out)
+                worker.start()
+                self._workers[spec.name] = worker
+            return worker
+
+    def discard(self, spec: FunctionSpec, worker: Worker) -> None:
+        with self._lock:
+            if self._workers.get(spec.name) is worker:
+                del self._workers[spec.name]
+        worker.stop()
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._workers = list(self._workers.values()), {}
+        for worker in workers:
+            worker.stop()
+
+    def context_headers(self, spec: FunctionSpec, request_id: str, retry_count: int, qualifier: str) -> dict[str, str]:
+        headers = {
+            "x-fc-request-id": request_id,
+            "x-fc-function-name": spec.name,
+            "x-fc-function-handler": spec.handler,
+            "x-fc-function-memory": str(spec.memory),
+            "x-fc-function-timeout": str(spec.timeout),
+            "x-fc-service-name": self.service,
+            "x-fc-service-logproject": "",
+            "x-fc-service-logstore": "",
+            "x-fc-qualifier": qualifier,
+            "x-fc-version-id": "",
+            "x-fc-region": self.region,
+            "x-fc-account-id": self.account_id,
+            "x-fc-retry-count": str(retry_count),
+        }
+        # The function role's STS keys: locally, whatever ALIBABA_CLOUD_* the server was given.
+        for env_name, header in (("ALIBABA_CLOUD_ACCESS_KEY_ID", "x-fc-access-key-id"),
+                                 ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "x-fc-access-key-secret"),
+                                 ("ALIBABA_CLOUD_SECURITY_TOKEN", "x-fc-security-token")):
+            if self.environ.get(env_name):
+                headers[header] = self.environ[env_name]
+        return {k: v for k, v in headers.items() if v}
+
+    def call(self, spec: FunctionSpec, control: str, method: str, path: str, headers: Mapping[str, str],
+             body: bytes, request_id: str, retry_count: int = 0, qualifier: str = "LATEST") -> Outcome:
+        """One invocation through the function's worker; timeouts and crashes are function errors."""
+        worker = self.worker(spec)
+        sent = {**headers, **self.context_headers(spec, request_id, retry_count, qualifier),
+                "x-fc-control-path": control}
+        try:
+            status, answer_headers, answer = worker.request(method, path, sent, body, spec.timeout + 1.0)
+        except TimeoutError:
+            self.discard(spec, worker)  # FC replaces an instance that timed out
+            return self._error(f"Function timed out after {spec.timeout} seconds", "FunctionTimeout", request_id)
+        except (ConnectionError, http.client.HTTPException) as exc:
+            self.discard(spec, worker)
+            return self._error(f"the function instance exited: {exc}", "InstanceExited", request_id)
+        tail_header = next((v for k, v in answer_headers if k.lower() == "x-fc-log-result"), "")
+        tail = base64.b64decode(tail_header).decode("utf-8", "replace") if tail_header else ""
+        failed = next((v for k, v in answer_headers if k.lower() == "x-fc-status"), "") == "404" and status == 404
+        kept = [(k, v) for k, v in answer_headers
+                if k.lower() not in ("x-fc-status", "x-fc-log-result", "content-length", "date", "server",
+                                     "connection", "transfer-encoding")]
+        return Outcome(200 if failed else status, kept, answer, failed, tail)
+
+    def _error(self, message: str, error_type: str, request_id: str) -> Outcome:
+        document = {"errorMessage": message, "errorType": error_type, "stackTrace": []}
+        tail = f"FC Invoke Start RequestId: {request_id}\n{message}\nFC Invoke End RequestId: {request_id}\n"
+        return Outcome(200, [("Content-Type", "application/json")], json.dumps(document).encode(), True, tail)
+
+    # -- async --------------------------------------------------------------------------------
+
+    def run_async(self, spec: FunctionSpec, payload: bytes, request_id: str, qualifier: str) -> AsyncRecord:
+        record = AsyncRecord(request_id, spec.name)
+        self.async_records[request_id] = record
+
+        def attempt_all() -> None:
+            for attempt in range(spec.async_retries + 1):
+                record.status, record.attempts = ("Running" if attempt == 0 else "Retrying"), attempt + 1
+                try:
+                    outcome = self.call(spec, "/invoke", "POST", "/invoke",
+                                        {"Content-Type": "application/octet-stream"}, payload,
+                                        request_id, retry_count=attempt, qualifier=qualifier)
+                except ApiError as exc:
+                    outcome = self._error(exc.message, exc.code, request_id)
+                if not outcome.error:
+                    record.status, record.result, record.error = "Succeeded", outcome.body, None
+                    break
+                record.error = json.loads(outcome.body or b"{}")
+                if attempt < spec.async_retries:
+                    # FC backs off between async retries; the base delay is configurable locally.
+                    time.sleep(self.async_retry_delay_s * (2 ** attempt))
+            else:
+                record.status = "Failed"
+            record.done.set()
+
+        threading.Thread(target=attempt_all, name=f"async-{request_id}", daemon=True).start()
+        return record
+
+
+# -- the WSGI app -------------------------------------------------------------------------------
+
+
+def _json_error(error: ApiError, request_id: str) -> Response:
+    body = json.dumps({"ErrorCode": error.code, "ErrorMessage": error.message})
+    return Response(body, status=error.status, content_type="application/json",
+                    headers={"x-fc-request-id": request_id})
+
+
+def verify_signature(request: Request, keys: Mapping[str, str], signed_path: str,
+                     queries: Mapping[str, list[str]] | None = None) -> None:
+    """Checks an fc2 ``authorization: FC <AK>:<signature>`` header with fc2's own signer."""
+    from fc2.auth import Auth
+
+    authorization = request.headers.get("authorization", "")
+    if not authorization:
+        raise ApiError(400, "MissingRequiredHeader", "the authorization header is required")
+    scheme, _, credential = authorization.partition(" ")
+    key_id, _, signature = credential.partition(":")
+    if scheme != "FC" or not key_id or not signature:
+        raise ApiError(400, "InvalidArgument", "authorization must be 'FC <AccessKeyId>:<Signature>'")
+    if key_id not in keys:
+        raise ApiError(403, "InvalidAccessKeyId", f"the access key id {key_id} does not exist")
+    date = request.headers.get("date", "")
+    parsed = email.utils.parsedate_to_datetime(date) if date else None
+    if parsed is None or abs(parsed.timestamp() - time.time()) > MAX_CLOCK_SKEW_S:
+        raise ApiError(403, "RequestTimeTooSkewed", "the date header is missing or more than 15 minutes off")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    expected = Auth(key_id, keys[key_id], headers.get("x-fc-security-token", "")).sign_request(
+        request.method, signed_path, headers, dict(queries) if queries is not None else None)
+    if not hmac.compare_digest(expected, authorization):
+        raise ApiError(403, "SignatureNotMatch", "the request signature does not match")
+
+
+def create_api_app(fc: LocalFC) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
+    http_functions = [f for f in fc.syaml.functions if f.is_http]
+
+    def lookup(service_part: str, function_name: str) -> tuple[FunctionSpec, str]:
+        service, _, qualifier = service_part.partition(".")
+        if service != fc.service:
+            raise ApiError(404, "ServiceNotFound", f"service '{service}' does not exist")
+        qualifier = qualifier or "LATEST"
+        if qualifier != "LATEST":
+            raise ApiError(404, "AliasNotFound", f"alias '{qualifier}' does not exist (locally only LATEST)")
+        spec = fc.syaml.function(function_name)
+        if spec is None:
+            raise ApiError(404, "FunctionNotFound", f"function '{function_name}' does not exist in service "
+                                                    f"'{service}'")
+        return spec, qualifier
+
+    def invocation(request: Request, request_id: str, service_part: str, function_name: str) -> Response:
+        verify_signature(request, fc.keys, request.path)
+        spec, qualifier = lookup(service_part, function_name)
+        payload = request.get_data()
+        mode = request.headers.get("x-fc-invocation-type", "Sync")
+        if mode not in ("Sync", "Async"):
+            raise ApiError(400, "InvalidArgument", f"x-fc-invocation-type must be Sync or Async, got {mode!r}")
+        if mode == "Async":
+            if len(payload) > ASYNC_BODY_LIMIT:
+                raise ApiError(400, "InvalidArgument", f"an async payload holds at most {ASYNC_BODY_LIMIT} bytes")
+            fc.run_async(spec, payload, request_id, qualifier)
+            return Response(b"", status=202, headers={"x-fc-request-id": request_id})
+        if len(payload) > SYNC_BODY_LIMIT:
+            raise ApiError(400, "InvalidArgument", f"a sync payload holds at most {SYNC_BODY_LIMIT} bytes")
+        outcome = fc.call(spec, "/invoke", "POST", "/invoke", {"Content-Type": "application/octet-stream"},
+                          payload, request_id, qualifier=qualifier)
+        response = Response(outcome.body, status=200, content_type="application/octet-stream")
+        response.headers["x-fc-request-id"] = request_id
+        if outcome.error:
+            response.headers["x-fc-error-type"] = "UnhandledInvocationError"
+            response.content_type = "application/json"
+        if request.headers.get("x-fc-log-type") == "Tail":
+            response.headers["x-fc-log-result"] = base64.b64encode(outcome.log_tail.encode("utf-8")).decode()
+        return response
+
+    def http_trigger(request: Request, request_id: str, spec: FunctionSpec, path: str,
+                     signed_path: str | None = None) -> Response:
+        trigger = spec.http_trigger
+        if trigger is None:
+            raise ApiError(404, "TriggerNotFound", f"function '{spec.name}' has no HTTP trigger")
+        methods = [str(m).upper() for m in trigger.config.get("methods") or []]
+        if methods and request.method not in methods:
+            raise ApiError(403, "MethodNotAllowed", f"method {request.method} is not allowed by the HTTP trigger")
+        if trigger.config.get("authType") == "function":
+            verify_signature(request, fc.keys, signed_path or request.path, request.args.to_dict(flat=False))
+        headers = {k: v for k, v in request.headers.items() if not k.lower().startswith("x-fc-")
+                   and k.lower() not in ("authorization", "content-length", "host")}
+        headers["x-forwarded-host"] = request.host
+        headers["x-forwarded-for"] = request.remote_addr or "127.0.0.1"
+        target = path + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
+        outcome = fc.call(spec, "/http-invoke", request.method, target, headers, request.get_data(), request_id)
+        if outcome.error:
+            return Response(outcome.body, status=502, content_type="application/json",
+                            headers={"x-fc-request-id": request_id, "x-fc-error-type": "UnhandledInvocationError"})
+        response = Response(outcome.body, status=outcome.status)
+        response.headers.clear()
+        for name, value in outcome.headers:
+            response.headers.add(name, value)
+        response.headers["x-fc-request-id"] = request_id
+        return response
+
+    @Request.application
+    def app(request: Request) -> Response:
+        request_id = request.headers.get("x-fc-request-id") or str(uuid.uuid4())
+        parts = request.path.split("/")
+        try:
+            if parts[1:2] == [API_VERSION]:
+                if (len(parts) == 7 and parts[2] == "services" and parts[4] == "functions"
+                        and parts[6] == "invocations"):
+                    if request.method != "POST":
+                        raise ApiError(405, "MethodNotAllowed", "invocations take POST")
+                    return invocation(request, request_id, parts[3], parts[5])
+                if len(parts) >= 5 and parts[2] == "proxy":
+                    spec, _ = lookup(parts[3], parts[4])
+                    from urllib.parse import unquote
+
+                    rest = "/" + "/".join(parts[5:])
+                    return http_trigger(request, request_id, spec, rest, unquote(request.path))
+                raise ApiError(404, "PathNotSupported", f"{request.method} {request.path} is not an FC API path here")
+            if parts[1:2] == ["http"] and len(parts) >= 3:
+                named = fc.syaml.function(parts[2])
+                if named is None:
+                    raise ApiError(404, "FunctionNotFound", f"function '{parts[2]}' does not exist")
+                return http_trigger(request, request_id, named, "/" + "/".join(parts[3:]))
+            if len(http_functions) == 1:
+                return http_trigger(request, request_id, http_functions[0], request.path)
+            raise ApiError(404, "PathNotSupported", "use /http/{function}/... to reach an HTTP function")
+        except ApiError as error:
+            return _json_error(error, request_id)
+
+    return app
+
+
+class LocalFCServer:
+    """The API on a loopback port, served from a thread (tests, ``barrage fc serve``)."""
+
+    def __init__(self, fc: LocalFC, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.fc = fc
+        self.server: BaseWSGIServer = make_server(host, port, create_api_app(fc), threaded=True)
+        self.host, self.port = host, self.server.server_port
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> LocalFCServer:
+        self._thread = threading.Thread(target=self.server.serve_forever, name="local-fc", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.fc.close()
+
+    def __enter__(self) -> LocalFCServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
