@@ -25,7 +25,14 @@ def _sqlite_case(tmp_path: Path) -> StoreCase:
     return StoreCase("sqlite", opener, opener)
 
 
-CASES = {"memory": _memory_case, "sqlite": _sqlite_case}
+def _tablestore_case(tmp_path: Path) -> StoreCase:
+    from tests.integration.local.tablestore_support import shared_emulator, store_opener
+
+    opener = store_opener(shared_emulator())
+    return StoreCase("tablestore", opener, opener)
+
+
+CASES = {"memory": _memory_case, "sqlite": _sqlite_case, "tablestore": _tablestore_case}
 
 
 @pytest.fixture(params=sorted(CASES))
