@@ -37,12 +37,15 @@ def _check_room(room: object) -> str:
 
 
 def fetch(store: ResultStore, room: object, cursor: str | None = None, limit: int = DEFAULT_LIMIT) -> Page:
-    """Without a cursor: the latest ``limit`` results. With one: what came after it."""
+    """Without a cursor: the latest ``limit`` results. With one: what came after it.
+
+    An empty cursor means "from the beginning" (a reader that must see every result).
+    """
     checked_room = _check_room(room)
     checked_limit = parse_limit(limit)
     if cursor is None:
         return store.latest(checked_room, checked_limit)
     try:
-        return store.since(checked_room, cursor, checked_limit)
+        return store.since(checked_room, cursor or None, checked_limit)
     except InvalidCursor as exc:
         raise FetchError("since", str(exc)) from None

@@ -19,6 +19,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "fc": "local.fc.cli:fc",
     "invoke": "local.fc.cli:invoke",
     "build": "local.build:build",
+    "send": "local.send:send",
+    "render": "local.render:render",
 }
 
 
@@ -59,26 +61,53 @@ def version() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the HomePage listens on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="HomePage port.")
 @click.option("--data-dir", default=".barrage", show_default=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--bus", type=click.Choice(["memory"]), default="memory", show_default=True,
-              help="memory: process in the HomePage process.")
-def up(host: str, port: int, data_dir: Path, bus: str) -> None:
-    """Run the service locally on the embedded defaults."""
+@click.option("--bus", type=click.Choice(["kafka", "memory"]), default="kafka", show_default=True,
+              help="kafka: broker, dispatcher and processor; memory: the HomePage processes in-process.")
+@click.option("--store", type=click.Choice(["sqlite", "tablestore"]), default="sqlite", show_default=True,
+              help="tablestore: start the Tablestore emulator and use the real SDK.")
+@click.option("--processor-port", default=8081, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--processors", default=1, show_default=True, type=click.IntRange(1, 16),
+              help="Processor instances (worker processes).")
+@click.option("--broker-port", default=9092, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--tablestore-port", default=8089, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--fc", "fc_port", type=click.IntRange(1, 65535), default=None, help="Also serve the local FC API here.")
+@click.option("--batch-size", default=0, show_default=True, type=click.IntRange(0, 10_000),
+              help="Dispatcher batch delivery (0: one event per request, as KafkaSource).")
+@click.option("--container-concurrency", type=click.IntRange(0, 1000), default=None,
+              help="Processor containerConcurrency (default: from the Knative Service manifest).")
+def up(host: str, port: int, data_dir: Path, bus: str, store: str, processor_port: int, processors: int,
+       broker_port: int, tablestore_port: int, fc_port: int | None, batch_size: int,
+       container_concurrency: int | None) -> None:
+    """Run the whole service locally: broker, dispatcher, processor, store and HomePage."""
+    import os
+
     from local.stack import StackOptions, run_stack
     from local.supervisor import StackError
 
+    options = StackOptions(
+        host=host, port=port, data_dir=data_dir, bus=bus, store=store, processor_port=processor_port,
+        processors=processors, broker_port=broker_port, tablestore_port=tablestore_port, fc_port=fc_port,
+        batch_size=batch_size, kafka_server=os.environ.get("KAFKA_SERVER") or None,
+        container_concurrency=container_concurrency,
+    )
+    stopping: list[int] = []
+
+    def _stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
-        supervisor, urls = run_stack(StackOptions(host=host, port=port, data_dir=data_dir, bus=bus))
+        supervisor, urls = run_stack(options)
     except StackError as exc:
         click.echo(f"barrage up: {exc}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("stopped")
+        return
     for name, url in urls.items():
         click.echo(f"{name:>10}: {url}")
     click.echo("Ctrl-C stops everything.")
-
-    def _stop(signum: int, _frame: object) -> None:
-        supervisor.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
     try:
         supervisor.watch()
     except KeyboardInterrupt:

@@ -1,14 +1,29 @@
-"""The local topology that ``barrage up`` runs."""
+"""The local topology that ``barrage up`` runs, each part a child process.
+
+    broker (Tansu) -> dispatcher (KafkaSource-compatible) -> processor (functions-framework)
+    HomePage (functions-framework) -> broker;  HomePage and processor -> store
+    store: a SQLite file, or the Tablestore emulator (``--store tablestore``)
+
+``--bus memory`` keeps the single-process mode: the HomePage processes in-process.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from local.supervisor import ChildSpec, Supervisor
 
-FUNCTIONS_SOURCE = Path(__file__).resolve().parent.parent / "functions" / "main.py"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS_SOURCE = REPO_ROOT / "functions" / "main.py"
+KNATIVE_DIR = REPO_ROOT / "knative"
+KAFKASOURCE_MANIFEST = KNATIVE_DIR / "kafkasource.yaml"
+PROCESSOR_SERVICE = "barrage-process"
+EMULATOR_KEYS = {"OTS_KEYID": "emulator-key", "OTS_SECRET": "emulator-secret", "OTS_INSTANCENAME": "barrage"}
 
 
 @dataclass(frozen=True)
@@ -16,34 +31,142 @@ class StackOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: Path = Path(".barrage")
-    bus: str = "memory"
+    bus: str = "kafka"  # kafka: the whole topology; memory: the HomePage alone
+    store: str = "sqlite"  # sqlite | tablestore (the emulator)
+    processor_port: int = 8081
+    processors: int = 1  # processor instances (gunicorn workers), as pods behind one Service
+    broker_port: int = 9092
+    tablestore_port: int = 8089
+    fc_port: int | None = None  # also run the local FC API
+    batch_size: int = 0  # dispatcher: 0 per event (KafkaSource), N CloudEvents batches
+    kafka_server: str | None = None  # an existing broker instead of the bundled one
+    container_concurrency: int | None = None  # default: the processor Service manifest
 
 
-def functions_framework_argv(target: str, host: str, port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "functions_framework", "--source", str(FUNCTIONS_SOURCE),
-        "--target", target, "--host", host, "--port", str(port),
-    ]
+def container_concurrency_from_manifests(directory: Path = KNATIVE_DIR, default: int = 2) -> int:
+    """``containerConcurrency`` of the processor's Knative Service, as the cluster would apply it."""
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        except (OSError, yaml.YAMLError):
+            continue
+        for document in documents:
+            if not isinstance(document, dict) or document.get("kind") != "Service":
+                continue
+            if (document.get("metadata") or {}).get("name") != PROCESSOR_SERVICE:
+                continue
+            spec = ((document.get("spec") or {}).get("template") or {}).get("spec") or {}
+            value = spec.get("containerConcurrency")
+            if isinstance(value, int) and value >= 0:
+                return value
+    return default
 
 
-def stack_specs(options: StackOptions) -> list[ChildSpec]:
+def _ff(target: str, host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "functions_framework", "--source", str(FUNCTIONS_SOURCE), "--target", target,
+            "--host", host, "--port", str(port)]
+
+
+def _barrage(*args: str) -> list[str]:
+    return [sys.executable, "-m", "local.cli", *args]
+
+
+def _broker_ready(bootstrap: str) -> Callable[[], bool]:
+    host, _, port = bootstrap.rpartition(":")
+
+    def ready() -> bool:
+        import logging
+        import socket
+
+        from confluent_kafka.admin import AdminClient
+
+        try:  # a cheap check first, so librdkafka does not log refused connections
+            socket.create_connection((host, int(port)), timeout=0.5).close()
+        except OSError:
+            return False
+        quiet = logging.getLogger("barrage.stack.kafka-probe")
+        quiet.propagate = False
+        try:
+            metadata = AdminClient({"bootstrap.servers": bootstrap, "logger": quiet}).list_topics(timeout=1)
+        except Exception:
+            return False
+        return "barrage-info" in metadata.topics
+
+    return ready
+
+
+def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]:
     data_dir = options.data_dir.resolve()
-    env = {"BARRAGE_DB": str(data_dir / "barrage.db"), "BARRAGE_BUS": options.bus, "ROLE": "homepage"}
-    health_host = "127.0.0.1" if options.host in ("0.0.0.0", "") else options.host
-    return [
-        ChildSpec(
-            name="homepage",
-            argv=functions_framework_argv("homepage", options.host, options.port),
-            env=env,
-            health_url=f"http://{health_host}:{options.port}/healthz",
-            ports=(options.port,),
-        )
-    ]
+    local = "127.0.0.1" if options.host in ("0.0.0.0", "") else options.host
+    store_env: dict[str, str] = {"BARRAGE_DB": str(data_dir / "barrage.db")}
+    specs: list[ChildSpec] = []
+    urls: dict[str, str] = {}
+    if options.store == "tablestore":
+        endpoint = f"http://127.0.0.1:{options.tablestore_port}"
+        store_env = {"OTS_ENDPOINT": endpoint, "TABLE_NAME": "barrage", **EMULATOR_KEYS}
+        specs.append(ChildSpec(
+            "tablestore",
+            _barrage("emulate", "tablestore", "--port", str(options.tablestore_port),
+                     "--data", str(data_dir / "tablestore.db")),
+            health_url=f"{endpoint}/_emulator/faults", ports=(options.tablestore_port,),
+        ))
+        urls["tablestore"] = endpoint
+    if options.bus == "memory":
+        specs.append(ChildSpec(
+            "homepage", _ff("homepage", options.host, options.port),
+            env={**store_env, "BARRAGE_BUS": "memory", "ROLE": "homepage"},
+            health_url=f"http://{local}:{options.port}/healthz", ports=(options.port,),
+        ))
+        urls["homepage"] = f"http://{local}:{options.port}/"
+        return specs, urls
+
+    bootstrap = options.kafka_server
+    if bootstrap is None:
+        bootstrap = f"127.0.0.1:{options.broker_port}"
+        specs.append(ChildSpec(
+            "broker",
+            _barrage("broker", "--port", str(options.broker_port), "--topic", "barrage-info",
+                     "--topic", "barrage-info.dlq"),
+            ready=_broker_ready(bootstrap), ports=(options.broker_port,),
+        ))
+        urls["kafka"] = bootstrap
+    concurrency = options.container_concurrency
+    if concurrency is None:
+        concurrency = container_concurrency_from_manifests()
+    processor_url = f"http://127.0.0.1:{options.processor_port}/"
+    specs.append(ChildSpec(
+        "processor", _ff("process", "127.0.0.1", options.processor_port),
+        env={**store_env, "ROLE": "processor", "CONTAINER_CONCURRENCY": str(concurrency),
+             # Enough threads for the running requests plus queue-proxy's queue of 10x.
+             "THREADS": str(max(8, concurrency * 11)), "WORKERS": str(options.processors)},
+        health_url=f"{processor_url}healthz", ports=(options.processor_port,),
+    ))
+    urls["processor"] = processor_url
+    dispatch = _barrage("dispatch", "--manifest", str(KAFKASOURCE_MANIFEST), "--bootstrap", bootstrap,
+                        "--service", f"{PROCESSOR_SERVICE}={processor_url}", "--dlq",
+                        "--initial-offset", "earliest")
+    if options.batch_size:
+        dispatch += ["--batch-size", str(options.batch_size)]
+    specs.append(ChildSpec("dispatcher", dispatch, env={"KAFKA_SERVER": bootstrap}))
+    specs.append(ChildSpec(
+        "homepage", _ff("homepage", options.host, options.port),
+        env={**store_env, "KAFKA_SERVER": bootstrap, "BARRAGE_BUS": "kafka", "ROLE": "homepage"},
+        health_url=f"http://{local}:{options.port}/healthz", ports=(options.port,),
+    ))
+    urls["homepage"] = f"http://{local}:{options.port}/"
+    if options.fc_port is not None:
+        specs.append(ChildSpec(
+            "fc", _barrage("fc", "serve", "--port", str(options.fc_port)),
+            env={**store_env, "KAFKA_SERVER": bootstrap},
+            health_url=f"http://127.0.0.1:{options.fc_port}/", ports=(options.fc_port,),
+        ))
+        urls["fc-api"] = f"http://127.0.0.1:{options.fc_port}/"
+    return specs, urls
 
 
 def run_stack(options: StackOptions) -> tuple[Supervisor, dict[str, str]]:
     options.data_dir.mkdir(parents=True, exist_ok=True)
-    supervisor = Supervisor(stack_specs(options))
+    specs, urls = stack_specs(options)
+    supervisor = Supervisor(specs)
     supervisor.start()
-    host = "127.0.0.1" if options.host in ("0.0.0.0", "") else options.host
-    return supervisor, {"homepage": f"http://{host}:{options.port}/"}
+    return supervisor, urls

@@ -29,6 +29,8 @@ class ChildSpec:
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     health_url: str | None = None
+    # For children without an HTTP health endpoint (the broker): True once usable.
+    ready: Callable[[], bool] | None = None
     # Checked before start: a port in use is a clear error instead of a confusing crash.
     ports: Sequence[int] = ()
     restart: bool = True
@@ -70,6 +72,17 @@ def wait_healthy(url: str, timeout_s: float, alive: Callable[[], bool] = lambda:
             last = str(exc)
         time.sleep(0.1)
     raise StackError(f"{url} did not answer within {timeout_s:.0f} s ({last})")
+
+
+def wait_ready(ready: Callable[[], bool], timeout_s: float, alive: Callable[[], bool] = lambda: True) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            raise StackError("exited before it was ready")
+        if ready():
+            return
+        time.sleep(0.1)
+    raise StackError(f"not ready within {timeout_s:.0f} s")
 
 
 class Child:
@@ -139,11 +152,13 @@ class Supervisor:
 
     def _start_one(self, child: Child) -> None:
         child.start()
-        if child.spec.health_url:
-            try:
+        try:
+            if child.spec.health_url:
                 wait_healthy(child.spec.health_url, child.spec.startup_timeout_s, child.alive)
-            except StackError as exc:
-                raise StackError(f"{child.spec.name}: {exc}") from None
+            if child.spec.ready is not None:
+                wait_ready(child.spec.ready, child.spec.startup_timeout_s, child.alive)
+        except StackError as exc:
+            raise StackError(f"{child.spec.name}: {exc}") from None
 
     def watch(self, poll_s: float = 0.5) -> None:
         """Restart children that die, until ``stop`` is called."""

@@ -16,7 +16,15 @@ def test_latest_then_since() -> None:
     assert [r.text for r in fetch(store, "room-1", page.cursor, 10).items] == ["message 9"]
 
 
-@pytest.mark.parametrize("cursor", ["nonsense", "", "x" * 3000])
+def test_empty_cursor_reads_from_the_beginning() -> None:
+    store = MemoryResultStore()
+    store.put_many([make_result(i=i) for i in range(5)])
+    page = fetch(store, "room-1", "", 2)
+    assert [r.text for r in page.items] == ["message 0", "message 1"]
+    assert [r.text for r in fetch(store, "room-1", page.cursor, 10).items][0] == "message 2"
+
+
+@pytest.mark.parametrize("cursor", ["nonsense", "x" * 3000])
 def test_garbage_cursor_is_a_fetch_error(cursor: str) -> None:
     with pytest.raises(FetchError) as info:
         fetch(MemoryResultStore(), "room-1", cursor)

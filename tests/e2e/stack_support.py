@@ -1,0 +1,147 @@
+"""Runs the whole local stack as ``barrage up`` does, on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def request_json(url: str, body: object | None = None, timeout: float = 15) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
+                                     method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    ports: dict[str, int]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['homepage']}"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ports['broker']}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def child_pids(self, *needles: str) -> list[int]:
+        """Processes of this stack whose command line holds every needle."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            line = " ".join(a.decode(errors="replace") for a in argv)
+            if all(needle in line for needle in needles):
+                found.append(int(entry.name))
+        return found
+
+    def post_many(self, room: str, count: int, concurrency: int = 8, per_request: int = 10) -> set[str]:
+        """Post ``count`` barrages from ``concurrency`` threads; the ids accepted."""
+        accepted: set[str] = set()
+        lock = threading.Lock()
+
+        def post(start: int) -> None:
+            items = [{"room": room, "user": f"user-{(start + j) % 9}", "text": f"e2e barrage {start + j}"}
+                     for j in range(min(per_request, count - start))]
+            for _attempt in range(20):
+                status, body = request_json(f"{self.url}/api/barrages", items)
+                if status == 202 and not body["failed"]:
+                    with lock:
+                        accepted.update(a["id"] for a in body["accepted"])
+                    return
+                time.sleep(0.5)
+            raise AssertionError(f"posting kept failing: {status} {body}")
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(post, range(0, count, per_request)))
+        return accepted
+
+    def visible_ids(self, room: str) -> list[str]:
+        """Every barrage of the room through the fetch API, paging from the beginning."""
+        ids: list[str] = []
+        cursor = ""  # empty: from the beginning
+        while True:
+            status, page = request_json(f"{self.url}/api/barrages?room={room}&limit=500&since={cursor}")
+            assert status == 200, page
+            ids.extend(item["id"] for item in page["items"])
+            cursor = page["cursor"]
+            if len(page["items"]) < 500:
+                return ids
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def start_stack(data_dir: Path, *extra: str, timeout_s: float = 90) -> Stack:
+    ports = {name: free_port() for name in ("homepage", "processor", "broker", "tablestore")}
+    log_path = data_dir / "stack.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_SERVER", "OTS_ENDPOINT")}
+    env["PYTHONUNBUFFERED"] = "1"
+    argv = [sys.executable, "-m", "local.cli", "up", "--data-dir", str(data_dir / "data"),
+            "--port", str(ports["homepage"]), "--processor-port", str(ports["processor"]),
+            "--broker-port", str(ports["broker"]), "--tablestore-port", str(ports["tablestore"]), *extra]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+    stack = Stack(process, log_path, ports)
+    try:
+        wait_for(lambda: "Ctrl-C stops everything" in stack.log() or process.poll() is not None, timeout_s,
+                 "the stack to come up")
+        if process.poll() is not None:
+            raise RuntimeError(f"barrage up exited with {process.returncode}:\n{stack.log()}")
+        # The dispatcher's consumer group needs a few seconds to get its partitions.
+        wait_for(lambda: "assigned" in stack.log(), 30, "the dispatcher's partitions")
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
