@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -87,7 +88,8 @@ def _broker_ready(bootstrap: str) -> Callable[[], bool]:
         quiet = logging.getLogger("barrage.stack.kafka-probe")
         quiet.propagate = False
         try:
-            metadata = AdminClient({"bootstrap.servers": bootstrap, "logger": quiet}).list_topics(timeout=1)
+            config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": quiet}
+            metadata = AdminClient(config).list_topics(timeout=1)
         except Exception:
             return False
         return "barrage-info" in metadata.topics
