@@ -229,7 +229,7 @@ def process(event: bytes | str, context: Any) -> dict[str, Any]:
         decoded = decode_fc_event(payload, built.clock)
     except BadRequest as exc:
         raise InvalidEvent(f"processor: {exc}") from None
-    outcomes = handle(decoded, built.store, built.clock, built.process_config)
+    outcomes = handle(decoded, built.store, built.clock, built.process_config, built.tracing)
     logger = _logger(context)
     for outcome in outcomes:
         level = logging.INFO if outcome.status in (OutcomeStatus.STORED, OutcomeStatus.DUPLICATE) else logging.WARNING

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.adapters.tracing import Tracing, context_from
 from handlers.model import Barrage, ValidationError, parse_barrage, parse_submission
 from handlers.ports import Clock, ResultStore
 from handlers.process import OutcomeStatus, ProcessConfig, ProcessOutcome, process
@@ -237,11 +238,24 @@ def decode_fc_event(payload: bytes, clock: Clock) -> list[DecodedEvent]:
 
 
 def handle(
-    events: Sequence[DecodedEvent], store: ResultStore, clock: Clock, config: ProcessConfig
+    events: Sequence[DecodedEvent],
+    store: ResultStore,
+    clock: Clock,
+    config: ProcessConfig,
+    tracing: Tracing | None = None,
+    parent_traceparent: str | None = None,
 ) -> list[EventOutcome]:
-    """Process every decodable event in one batch; one outcome per event, in order."""
+    """Process every decodable event in one batch; one outcome per event, in order.
+
+    With tracing, each event gets a ``process`` span under its own trace (the event's
+    ``traceparent``, or ``parent_traceparent`` — the delivery's HTTP header — for a single
+    event); the batch's store write runs under the first and links the others.
+    """
     valid = [(i, e.barrage) for i, e in enumerate(events) if e.barrage is not None]
-    processed: list[ProcessOutcome] = process([b for _, b in valid], store, clock, config) if valid else []
+    if tracing is None or not tracing.enabled or not valid:
+        processed = process([b for _, b in valid], store, clock, config) if valid else []
+    else:
+        processed = _traced_process(events, valid, store, clock, config, tracing, parent_traceparent)
     by_index = {i: outcome for (i, _), outcome in zip(valid, processed, strict=True)}
     outcomes = []
     for index, event in enumerate(events):
@@ -251,6 +265,54 @@ def handle(
         else:
             outcomes.append(EventOutcome(event.event_id, outcome.id, outcome.status, outcome.reason))
     return outcomes
+
+
+def _traced_process(
+    events: Sequence[DecodedEvent],
+    valid: list[tuple[int, Barrage]],
+    store: ResultStore,
+    clock: Clock,
+    config: ProcessConfig,
+    tracing: Tracing,
+    parent_traceparent: str | None,
+) -> list[ProcessOutcome]:
+    from opentelemetry import trace
+
+    spans = []
+    for index, barrage in valid:
+        own = events[index].attributes.get("traceparent")
+        parent = context_from(parent_traceparent if len(events) == 1 and parent_traceparent else own)
+        span = tracing.tracer.start_span(
+            tracing.config.process_span,
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "barrage.id": barrage.id,
+                "barrage.room": barrage.room,
+                "cloudevents.event_id": events[index].event_id,
+            },
+        )
+        spans.append(span)
+    links = [trace.Link(span.get_span_context()) for span in spans[1:]]
+    try:
+        with trace.use_span(spans[0], end_on_exit=False):
+            if links:
+                with tracing.span("process batch", links=links, attributes={"barrage.count": len(valid)}):
+                    processed = process([b for _, b in valid], store, clock, config)
+            else:
+                processed = process([b for _, b in valid], store, clock, config)
+    except BaseException as exc:
+        for span in spans:
+            span.record_exception(exc)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+            span.end()
+        raise
+    for span, outcome in zip(spans, processed, strict=True):
+        span.set_attribute("barrage.outcome", outcome.status.value)
+        if outcome.status in (OutcomeStatus.FAILED, OutcomeStatus.REJECTED):
+            span.set_status(trace.Status(trace.StatusCode.ERROR, outcome.reason))
+        span.end()
+    return processed
 
 
 def http_status(outcomes: Sequence[EventOutcome], batch: bool) -> int:
@@ -271,8 +333,13 @@ def http_status(outcomes: Sequence[EventOutcome], batch: bool) -> int:
 def log_outcomes(outcomes: Sequence[EventOutcome]) -> None:
     for outcome in outcomes:
         if outcome.status in (OutcomeStatus.REJECTED, OutcomeStatus.FAILED):
-            log.warning("event %s (barrage %s) %s: %s", outcome.event_id, outcome.barrage_id,
-                        outcome.status.value, outcome.reason)
+            log.warning(
+                "event %s (barrage %s) %s: %s",
+                outcome.event_id,
+                outcome.barrage_id,
+                outcome.status.value,
+                outcome.reason,
+            )
 
 
 def summary(outcomes: Sequence[EventOutcome]) -> dict[str, Any]:

@@ -46,7 +46,10 @@ def create_processor_app(services: Services, limiter: ConcurrencyLimiter | None 
             events, batch = decode_http(dict(request.headers), body)
         except BadRequest as exc:
             return _json({"error": {"status": 400, "message": str(exc)}}, 400)
-        outcomes = handle(events, services.store, services.clock, services.process_config)
+        outcomes = handle(
+            events, services.store, services.clock, services.process_config, services.tracing,
+            parent_traceparent=None if batch else request.headers.get("traceparent"),
+        )
         log_outcomes(outcomes)
         status = http_status(outcomes, batch)
         payload = summary(outcomes)

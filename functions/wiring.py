@@ -6,7 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from functions.config import Settings
+from functions.adapters.tracing import Tracing, TracingPublisher, TracingStore, from_config
+from functions.config import Settings, TracingConfig
 from handlers.ports import Clock, Publisher, ResultStore, SystemClock
 from handlers.process import ProcessConfig
 
@@ -22,6 +23,7 @@ class Services:
     process_config: ProcessConfig
     # Things to close on shutdown (producers, clients).
     closers: list[Any] = field(default_factory=list)
+    tracing: Tracing = field(default_factory=lambda: Tracing(TracingConfig()))
 
     def close(self) -> None:
         for closer in reversed(self.closers):
@@ -53,22 +55,28 @@ def build_store(settings: Settings, credentials: Any = None) -> ResultStore:
 def build_publisher(settings: Settings, store: ResultStore, clock: Clock, config: ProcessConfig) -> Publisher:
     if settings.bus == "kafka":
         from functions.adapters.kafka import publisher_from_config
+        from functions.adapters.tracing import current_traceparent
 
         assert settings.kafka is not None  # Settings.from_environ guarantees it
-        return publisher_from_config(settings.kafka)
+        # Each record carries the publish span's context as the CloudEvents traceparent.
+        return publisher_from_config(settings.kafka, extensions=lambda _barrage: current_traceparent())
     from functions.adapters.memory import InProcessPublisher
 
     return InProcessPublisher(store, clock, config)
 
 
-def build_services(settings: Settings, credentials: Any = None) -> Services:
+def build_services(settings: Settings, credentials: Any = None, tracing: Tracing | None = None) -> Services:
     clock = SystemClock()
     config = process_config(settings)
-    store = build_store(settings, credentials)
-    publisher = build_publisher(settings, store, clock, config)
-    services = Services(settings, store, publisher, clock, config)
-    for resource in (publisher, store):
+    tracing = tracing or from_config(settings.tracing)
+    raw_store = build_store(settings, credentials)
+    store = TracingStore(raw_store, tracing)
+    raw_publisher = build_publisher(settings, store, clock, config)
+    publisher = TracingPublisher(raw_publisher, tracing, settings.kafka.topic if settings.kafka else "memory")
+    services = Services(settings, store, publisher, clock, config, tracing=tracing)
+    for resource in (raw_publisher, raw_store):
         close = getattr(resource, "close", None)
         if callable(close):
             services.closers.append(close)
+    services.closers.append(tracing.shutdown)
     return services

@@ -23,11 +23,15 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
+from functions.adapters.tracing import Tracing, context_from
 from local.kafkasource.manifest import KafkaSourceSpec
 from local.kafkasource.mapping import BATCH_CONTENT_TYPE, HttpEvent, Record, batch_body, to_http
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger("barrage.dispatcher")
 
@@ -171,8 +175,10 @@ class Dispatcher:
         consumer_factory: Callable[[Callable[..., None], Callable[..., None]], Consumer],
         dead_letter_producer: DeadLetterProducer | None = None,
         sleep: Callable[[float], bool] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.spec = spec
+        self.tracing = tracing
         self.options = options
         self.stats = Stats()
         self._client = SinkClient(spec.delivery.timeout_s)
@@ -359,8 +365,48 @@ class Dispatcher:
 
     def _deliver(self, records: Sequence[Record]) -> bool:
         """Deliver or dead-letter every record; False when abandoned (stop or revoke)."""
-        events = [to_http(r, self.spec.source_attribute(r.topic), self.options.key_type,
-                          self.spec.ce_extensions) for r in records]
+        events = [
+            to_http(r, self.spec.source_attribute(r.topic), self.options.key_type, self.spec.ce_extensions)
+            for r in records
+        ]
+        if self.tracing is None or not self.tracing.enabled:
+            return self._deliver_events(records, events)
+        # One delivery span per record, each in the record's own trace (its traceparent).
+        spans = [self._delivery_span(record, event) for record, event in zip(records, events, strict=True)]
+        traced = [
+            replace(event, headers={**event.headers, **_w3c(span, self.options.batch_size > 1)})
+            for event, span in zip(events, spans, strict=True)
+        ]
+        try:
+            delivered = self._deliver_events(records, traced)
+        except BaseException as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.end()
+            raise
+        for span in spans:
+            span.set_attribute("knative.delivered", delivered)
+            span.end()
+        return delivered
+
+    def _delivery_span(self, record: Record, event: HttpEvent) -> Span:
+        from opentelemetry import trace
+
+        assert self.tracing is not None
+        parent = context_from(event.headers.get("ce-traceparent") or event.headers.get("ce-kafkaheadertraceparent"))
+        return self.tracing.tracer.start_span(
+            f"deliver {record.topic}",
+            context=parent,
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "messaging.kafka.partition": record.partition,
+                "messaging.kafka.offset": record.offset,
+                "cloudevents.event_id": event.event_id,
+                "url.full": self.options.sink_url,
+            },
+        )
+
+    def _deliver_events(self, records: Sequence[Record], events: Sequence[HttpEvent]) -> bool:
         batch = self.options.batch_size > 1
         if batch:
             headers, body = {"content-type": BATCH_CONTENT_TYPE}, batch_body(events)
@@ -436,6 +482,22 @@ class Dispatcher:
                 log.warning("dead-letter delivery of %s failed (%s); retrying", event.event_id, exc)
                 if self._sleep(min(self.spec.delivery.backoff(attempt), 30.0)) or self._abandoned([record]):
                     return False
+
+
+def _w3c(span: Span, batch: bool) -> dict[str, str]:
+    """The span as a ``traceparent`` HTTP header; for a batch member, as its extension."""
+    from opentelemetry import trace
+
+    context = span.get_span_context()
+    if not context.is_valid:
+        return {}
+    trace_id, span_id = trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
+    value = f"00-{trace_id}-{span_id}-{context.trace_flags:02x}"
+    if not batch:
+        # Binary mode: the event is forwarded as is; the hop travels in the HTTP header.
+        return {"traceparent": value}
+    # A batch has one HTTP request for many traces: each member carries its own hop.
+    return {"ce-traceparent": value}
 
 
 def _reason(reply: bytes) -> str:

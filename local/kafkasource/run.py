@@ -7,12 +7,13 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
+from functions.adapters.tracing import Tracing
 from local.kafkasource.dispatcher import Consumer, Dispatcher, DispatchOptions
 from local.kafkasource.manifest import KafkaSourceSpec, ManifestError, load_manifest
 from local.kafkasource.mapping import KEY_TYPES, Record
@@ -66,12 +67,15 @@ def kafka_consumer_factory(spec: KafkaSourceSpec, settings: Any) -> Callable[...
     return factory
 
 
-def run_dispatchers(spec: KafkaSourceSpec, options: DispatchOptions, settings: Any, until: threading.Event) -> None:
+def run_dispatchers(
+    spec: KafkaSourceSpec, options: DispatchOptions, settings: Any, until: threading.Event,
+    tracing: Tracing | None = None,
+) -> None:
     """``spec.consumers`` dispatchers in one group, until ``until`` is set."""
     dead_letters = KafkaDeadLetterProducer(settings) if options.dead_letter_topic else None
     threads = []
     for index in range(spec.consumers):
-        dispatcher = Dispatcher(spec, options, kafka_consumer_factory(spec, settings), dead_letters)
+        dispatcher = Dispatcher(spec, options, kafka_consumer_factory(spec, settings), dead_letters, tracing=tracing)
         thread = threading.Thread(target=dispatcher.run, args=(until,), name=f"consumer-{index}")
         thread.start()
         threads.append(thread)
@@ -143,4 +147,19 @@ def dispatch(
     signal.signal(signal.SIGINT, lambda *_: until.set())
     click.echo(f"dispatching {','.join(spec.topics)} -> {sink} ({spec.ordering}, "
                f"{'batch ' + str(batch_size) if batch_size else 'per event'})", err=True)
-    run_dispatchers(spec, options, settings, until)
+    tracing = dispatcher_tracing(os.environ)
+    try:
+        run_dispatchers(spec, options, settings, until, tracing)
+    finally:
+        tracing.shutdown()
+
+
+def dispatcher_tracing(environ: Mapping[str, str]) -> Tracing:
+    """Tracing from ``TRACING``, as the dispatcher's own service."""
+    from dataclasses import replace
+
+    from functions.adapters.tracing import from_config
+    from functions.config import Settings
+
+    config = Settings.from_environ(environ).tracing
+    return from_config(replace(config, service_name=environ.get("POD_NAME") or "barrage-dispatcher"))
