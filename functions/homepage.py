@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request, send_from_directory
+from opentelemetry.trace import SpanKind
 from werkzeug.exceptions import HTTPException
 
+from functions.adapters.tracing import context_from
 from functions.loadrun import (
     LoadLimits,
     LoadRefused,
@@ -294,10 +296,19 @@ def create_app(services: Services, options: HomePageOptions | None = None) -> Fl
             raise ApiError(400, "body must be a barrage object or a list of them")
         if not single and not body:
             raise ApiError(400, "the list of barrages is empty")
-        try:
-            result = send([body] if single else body, services.publisher, services.clock)
-        except BatchTooLarge as exc:
-            raise ApiError(413, str(exc)) from None
+        tracing = services.tracing
+        names = tracing.config
+        # The seed's span names: PARENT_SPAN for the request, TRACE_NAME1 for the send; a
+        # caller's own traceparent header continues its trace.
+        with tracing.span(names.parent_span, parent=context_from(request.headers.get("traceparent")),
+                          kind=SpanKind.SERVER, attributes={"http.route": "/api/barrages"}), \
+                tracing.span(names.sender_span) as span:
+            try:
+                result = send([body] if single else body, services.publisher, services.clock)
+            except BatchTooLarge as exc:
+                raise ApiError(413, str(exc)) from None
+            span.set_attribute("barrage.accepted", len(result.accepted))
+            span.set_attribute("barrage.rejected", len(result.rejected))
         payload = {
             "accepted": [{"id": b.id, "sent_at": b.sent_at} for b in result.accepted],
             "rejected": [{"index": r.index, "field": r.field, "reason": r.reason} for r in result.rejected],
@@ -312,11 +323,14 @@ def create_app(services: Services, options: HomePageOptions | None = None) -> Fl
 
     @app.get("/api/barrages")
     def get_barrages() -> Response:
-        try:
-            limit = parse_limit(request.args.get("limit"))
-            page = fetch(services.store, request.args.get("room"), request.args.get("since"), limit)
-        except FetchError as exc:
-            raise ApiError(400, str(exc), parameter=exc.parameter) from None
+        with services.tracing.span(services.tracing.config.result_span, kind=SpanKind.SERVER,
+                                   parent=context_from(request.headers.get("traceparent"))) as span:
+            try:
+                limit = parse_limit(request.args.get("limit"))
+                page = fetch(services.store, request.args.get("room"), request.args.get("since"), limit)
+            except FetchError as exc:
+                raise ApiError(400, str(exc), parameter=exc.parameter) from None
+            span.set_attribute("barrage.count", len(page.items))
         return json_response({"items": [r.to_dict() for r in page.items], "cursor": page.cursor})
 
     @app.get("/api/stream")

@@ -21,12 +21,12 @@ from functions.adapters.sqlite import SQLiteResultStore
 from functions.adapters.tracing import Tracing, TracingPublisher, TracingStore, current_traceparent, from_config
 from functions.concurrency import ConcurrencyLimiter
 from functions.config import KafkaConfig, Settings, TracingConfig
+from functions.homepage import create_app
 from functions.processor import decode_fc_event, handle
 from functions.processor_http import create_processor_app
 from functions.wiring import Services, process_config
 from handlers.ports import SystemClock
 from handlers.process import ProcessConfig
-from handlers.send import send
 from local.broker import LocalBroker
 from local.kafkasource.dispatcher import DispatchOptions
 from local.kafkasource.manifest import load_manifest
@@ -68,10 +68,23 @@ def test_a_barrage_is_one_trace_from_send_to_store(kafka_broker: LocalBroker, tm
         KafkaConfig((kafka_broker.bootstrap,), topic), extensions=lambda _b: current_traceparent()
     )
     publisher = TracingPublisher(kafka, sender, topic)
-    with sender.span("barrage-sender"), sender.span("sender"):
-        result = send([{"room": "traced", "user": "u1", "text": "follow me"}], publisher, SystemClock())
+    homepage_settings = Settings.from_environ({"KAFKA_SERVER": kafka_broker.bootstrap, "KAFKA_TOPIC": topic})
+    homepage_store = TracingStore(MemoryResultStore(), sender)
+    homepage = create_app(
+        Services(
+            homepage_settings,
+            homepage_store,
+            publisher,
+            SystemClock(),
+            process_config(homepage_settings),
+            tracing=sender,
+        )
+    ).test_client()
+    response = homepage.post("/api/barrages", json={"room": "traced", "user": "u1", "text": "follow me"})
+    assert response.status_code == 202, response.get_json()
+    (accepted,) = response.get_json()["accepted"]
+    assert homepage.get("/api/barrages?room=traced").status_code == 200
     kafka.close()
-    assert len(result.accepted) == 1
 
     settings = Settings.from_environ({})
     store = TracingStore(SQLiteResultStore(tmp_path / "store.db"), processor)
@@ -108,7 +121,9 @@ def test_a_barrage_is_one_trace_from_send_to_store(kafka_broker: LocalBroker, tm
     assert_child(deliver, publish)
     assert_child(process, deliver)
     assert_child(store_span, process)
-    assert process.attributes is not None and process.attributes["barrage.id"] == result.accepted[0].id
+    assert process.attributes is not None and process.attributes["barrage.id"] == accepted["id"]
+    result_span = by_name(sender_spans.get_finished_spans(), "result")
+    assert result_span.parent is None and result_span.attributes is not None
 
 
 class Collector:
