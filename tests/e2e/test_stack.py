@@ -14,10 +14,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from tests.e2e.conftest import Server
 from tests.e2e.stack_support import Stack, request_json, start_stack, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -138,3 +140,19 @@ def test_a_busy_port_is_a_clear_error(tmp_path: Path, stack: Stack) -> None:
     )
     assert done.returncode == 2
     assert f"port {stack.ports['homepage']} (for homepage) is already in use" in done.stderr
+
+
+def test_the_page_shows_barrages_end_to_end(stack: Stack, page: Any, probe: Any) -> None:
+    """The HomePage issue's browser test, once, against the full stack (Kafka, dispatcher, processor)."""
+    from tests.e2e.test_homepage_browser import assert_clean, assert_moves_left, flying, open_room
+
+    open_room(page, Server(stack.url, stack.process, stack.log_path), "stack")
+    text = f"through kafka {int(time.time() * 1000) % 100000}"
+    page.fill("#user", "alice")
+    page.fill("#text", text)
+    page.click("#send")
+    barrage = flying(page, text)
+    barrage.wait_for(state="visible", timeout=20_000)
+    assert barrage.text_content() == text
+    assert_moves_left(barrage)
+    assert_clean(probe)
