@@ -8,6 +8,7 @@ by itself: entry points pass it in, tests pass a dict.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,13 @@ class Settings:
     role: str = "homepage"
     pod_name: str | None = None
     pod_namespace: str | None = None
+    # gunicorn's threads under functions-framework (its THREADS, default 4 x CPUs).
+    threads: int = 8
+    # Open Server-Sent Event streams at once; by default half the threads, so plain requests
+    # (and polling) always have threads left.
+    max_streams: int = 4
+    # Origins allowed to call the API cross-origin; empty sends no CORS headers.
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -127,6 +135,7 @@ class Settings:
         user_limit = config.integer("BARRAGE_USER_BATCH_LIMIT", 0, minimum=0)
         role = config.get("ROLE", "homepage") or "homepage"
         pod_name = config.get("POD_NAME")
+        threads = config.integer("THREADS", (os.cpu_count() or 1) * 4, minimum=1)
         return cls(
             bus=bus,
             kafka=kafka,
@@ -141,6 +150,9 @@ class Settings:
             role=role,
             pod_name=pod_name,
             pod_namespace=config.get("POD_NAMESPACE"),
+            threads=threads,
+            max_streams=config.integer("BARRAGE_MAX_STREAMS", max(1, threads // 2), minimum=0),
+            cors_origins=config.csv("BARRAGE_CORS_ORIGINS"),
         )
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +33,7 @@ from opentelemetry.trace import SpanKind
 from werkzeug.exceptions import HTTPException
 
 from functions.adapters.tracing import context_from
+from functions.config import Settings
 from functions.loadrun import (
     LoadLimits,
     LoadRefused,
@@ -83,25 +83,8 @@ class HomePageOptions:
     cors_origins: tuple[str, ...] = ()
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> HomePageOptions:
-        """``THREADS`` is gunicorn's thread count under functions-framework (default 4 x CPUs).
-
-        Streams get at most half of it so ordinary requests (and polling) always have threads.
-        """
-        threads = _int(environ, "THREADS", (os.cpu_count() or 1) * 4)
-        max_streams = _int(environ, "BARRAGE_MAX_STREAMS", max(1, threads // 2))
-        origins = tuple(o.strip() for o in environ.get("BARRAGE_CORS_ORIGINS", "").split(",") if o.strip())
-        return cls(max_streams=max(0, max_streams), cors_origins=origins)
-
-
-def _int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = (environ.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name}: invalid integer {raw!r}") from None
+    def from_settings(cls, settings: Settings) -> HomePageOptions:
+        return cls(max_streams=settings.max_streams, cors_origins=settings.cors_origins)
 
 
 class ApiError(Exception):
@@ -221,7 +204,7 @@ def sse_event(data: Any, event_id: str | None = None, event: str | None = None) 
 
 
 def create_app(services: Services, options: HomePageOptions | None = None) -> Flask:
-    opts = options if options is not None else HomePageOptions.from_environ(os.environ)
+    opts = options if options is not None else HomePageOptions.from_settings(services.settings)
     app = Flask("barrage.homepage", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.extensions["barrage.services"] = services

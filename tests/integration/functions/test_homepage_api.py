@@ -15,7 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from functions.adapters.memory import InProcessPublisher, MemoryResultStore
-from functions.config import Settings
+from functions.config import ConfigError, Settings
 from functions.homepage import STATIC_DIR, HomePageOptions, create_app
 from functions.loadrun import LoadLimits
 from functions.wiring import Services, process_config
@@ -123,14 +123,17 @@ def test_cors_allows_only_configured_origins(build: Callable[..., tuple[Flask, F
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
-def test_options_from_environ() -> None:
-    options = HomePageOptions.from_environ({"THREADS": "8", "BARRAGE_CORS_ORIGINS": "https://a, https://b"})
-    assert options.max_streams == 4
-    assert options.cors_origins == ("https://a", "https://b")
-    assert HomePageOptions.from_environ({"THREADS": "1"}).max_streams == 1
-    assert HomePageOptions.from_environ({"THREADS": "8", "BARRAGE_MAX_STREAMS": "0"}).max_streams == 0
-    with pytest.raises(ValueError, match="THREADS"):
-        HomePageOptions.from_environ({"THREADS": "many"})
+def test_options_from_settings() -> None:
+    def options(environ: dict[str, str]) -> HomePageOptions:
+        return HomePageOptions.from_settings(Settings.from_environ(environ))
+
+    both = options({"THREADS": "8", "BARRAGE_CORS_ORIGINS": "https://a, https://b"})
+    assert both.max_streams == 4
+    assert both.cors_origins == ("https://a", "https://b")
+    assert options({"THREADS": "1"}).max_streams == 1
+    assert options({"THREADS": "8", "BARRAGE_MAX_STREAMS": "0"}).max_streams == 0
+    with pytest.raises(ConfigError, match="THREADS"):
+        options({"THREADS": "many"})
 
 
 def test_healthz(client: FlaskClient) -> None:
