@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
         specs.append(ChildSpec(
             "homepage", _ff("homepage", options.host, options.port),
             env={**store_env, "BARRAGE_BUS": "memory", "ROLE": "homepage"},
-            health_url=f"http://{local}:{options.port}/healthz", ports=(options.port,),
+            health_url=f"http://{local}:{options.port}/healthz", ports=(options.port,), stop_signal=signal.SIGINT,
         ))
         urls["homepage"] = f"http://{local}:{options.port}/"
         return specs, urls
@@ -153,7 +154,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
     specs.append(ChildSpec(
         "homepage", _ff("homepage", options.host, options.port),
         env={**store_env, "KAFKA_SERVER": bootstrap, "BARRAGE_BUS": "kafka", "ROLE": "homepage"},
-        health_url=f"http://{local}:{options.port}/healthz", ports=(options.port,),
+        health_url=f"http://{local}:{options.port}/healthz", ports=(options.port,), stop_signal=signal.SIGINT,
     ))
     urls["homepage"] = f"http://{local}:{options.port}/"
     if options.fc_port is not None:

@@ -35,6 +35,9 @@ class ChildSpec:
     ports: Sequence[int] = ()
     restart: bool = True
     startup_timeout_s: float = 30.0
+    # gunicorn drains open requests on SIGTERM, which waits out Server-Sent Event streams;
+    # SIGINT is its quick shutdown.
+    stop_signal: int = signal.SIGTERM
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -116,7 +119,7 @@ class Child:
         if process is None or process.poll() is not None:
             return
         try:
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, self.spec.stop_signal)
         except ProcessLookupError:
             return
         try:
