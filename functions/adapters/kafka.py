@@ -379,7 +379,10 @@ class KafkaPublisher:
     ``settings.publish_timeout_s``.
     """
 
-    _POLL_S = 0.02  # how long a waiting caller blocks in poll() before re-checking its own batch
+    # How long a waiting caller blocks in poll() before re-checking its own batch. Short: when
+    # threads share the producer, another caller's poll() often serves this batch's reports and
+    # this one sleeps out the whole interval (0.02 capped 8 HTTP threads near 400 calls/s).
+    _POLL_S = 0.002
 
     def __init__(
         self,

@@ -1,0 +1,216 @@
+"""Run every benchmark and rewrite BENCHMARKS.md with the machine, the commands and the figures.
+
+    .venv/bin/python bench/run_all.py [--output BENCHMARKS.md] [--quick]
+
+Each benchmark runs as its own process (``sys.executable bench/<name>.py ...``); its output is
+captured verbatim into the report, and the ``RESULT {...}`` line the new ones print feeds the
+tables. ``--quick`` shrinks the workloads (a smoke run; the figures are then not comparable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _support import ROOT, descendants, machine
+
+BENCH = Path(__file__).resolve().parent
+
+
+def plan(quick: bool) -> list[tuple[str, list[str]]]:
+    if quick:
+        return [
+            ("cold_start", ["--runs", "3"]),
+            ("fc_import", ["--runs", "3"]),
+            ("processor", ["--count", "5000", "--single-count", "1000", "--rounds", "1"]),
+            ("dispatcher", ["--count", "1000", "--batch-count", "5000", "--rounds", "1"]),
+            ("e2e", ["--count", "3000", "--duration", "3"]),
+            ("kafka_publish", ["--count", "5000", "--rounds", "1"]),
+            ("tablestore_put", ["--count", "2000"]),
+        ]
+    return [
+        ("cold_start", ["--runs", "9"]),
+        ("fc_import", ["--runs", "9"]),
+        ("processor", ["--rounds", "3"]),
+        ("dispatcher", ["--rounds", "2"]),
+        ("e2e", ["--count", "10000", "--duration", "10", "--profile"]),
+        ("kafka_publish", ["--rounds", "3"]),
+        ("tablestore_put", []),
+    ]
+
+
+def run(name: str, extra: list[str]) -> tuple[list[str], str, dict[str, Any] | None, float, int]:
+    argv = [sys.executable, str(BENCH / f"{name}.py"), *extra]
+    print(f"$ {shlex.join(argv)}", flush=True)
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    elapsed = time.monotonic() - started
+    result = None
+    lines = []
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+        else:
+            lines.append(line)
+    output = "\n".join(lines)
+    if done.returncode != 0:
+        output += f"\n[exit {done.returncode}]\n" + done.stderr[-3000:]
+    print(output, flush=True)
+    return argv, output, result, elapsed, done.returncode
+
+
+def command_text(argv: list[str]) -> str:
+    return shlex.join([".venv/bin/python", *(str(Path(a).relative_to(ROOT)) if a.startswith(str(ROOT)) else a
+                                             for a in argv[1:])])
+
+
+def _f(value: Any, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def targets(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    processor = results.get("processor")
+    if processor:
+        ratio = processor["batch_ratio"]
+        rows.append(("processor batch vs per-event HTTP", ">= 10x", f"{ratio:.1f}x",
+                     "met" if ratio >= 10 else "NOT met"))
+    e2e = results.get("e2e")
+    if e2e:
+        for mode in e2e["modes"]:
+            if mode["batch_size"]:
+                rate = mode["stored_per_s"]
+                rows.append((f"e2e stored/s, batch {mode['batch_size']} delivery", ">= 5,000/s", _f(rate),
+                             "met" if rate >= 5000 else "NOT met"))
+                for figures in mode["latency"]:
+                    if figures["rate"] == 500:
+                        rows.append(("p99 send->stored at 500/s (batch delivery)", "<= 100 ms",
+                                     f"{figures['p99']:.0f} ms", "met" if figures["p99"] <= 100 else "NOT met"))
+            else:
+                for figures in mode["latency"]:
+                    if figures["rate"] == 500:
+                        rows.append(("p99 send->stored at 500/s (per-event delivery)", "<= 100 ms",
+                                     f"{figures['p99']:.0f} ms", "met" if figures["p99"] <= 100 else "NOT met"))
+    cold = results.get("cold_start")
+    if cold:
+        for module, ms in cold["ms"].items():
+            if module != "functions_framework":
+                rows.append((f"import {module}", "<= 150 ms", f"{_f(ms, 1)} ms",
+                             "met" if ms is not None and ms <= cold["target_ms"] else "NOT met"))
+    return rows
+
+
+def tables(results: dict[str, dict[str, Any] | None]) -> list[str]:
+    out: list[str] = []
+    processor = results.get("processor")
+    if processor:
+        out += ["### Processor throughput (issue 4)", "",
+                "| path | events/s (median) | ratio to per-event (median of per-round ratios) |", "|---|---:|---:|",
+                f"| per-event HTTP (binary CloudEvent per POST) | {_f(processor['per_event'])} | 1.0x |",
+                f"| batch HTTP ({processor['batch_size']} per POST) | {_f(processor['batch'])} "
+                f"| {processor['batch_ratio']:.1f}x |",
+                f"| FC handler in-process ({processor['batch_size']} records per event) | {_f(processor['fc'])} "
+                f"| {processor['fc_ratio']:.1f}x |", ""]
+    dispatcher = results.get("dispatcher")
+    if dispatcher:
+        out += ["### Dispatcher throughput against the real processor (issue 4)", "",
+                f"| mode | records/s (median) | ratio to {dispatcher['base']} (same round) |", "|---|---:|---:|"]
+        for mode, rate in dispatcher["rates"].items():
+            out.append(f"| {mode} | {_f(rate)} | {dispatcher['ratios'][mode]:.2f}x |")
+        out.append("")
+    e2e = results.get("e2e")
+    if e2e:
+        out += ["### End to end (issue 10)", "",
+                "| delivery | accepted/s | stored/s | raw Kafka produce+consume/s | stored / raw |",
+                "|---|---:|---:|---:|---:|"]
+        for mode in e2e["modes"]:
+            name = f"batch {mode['batch_size']}" if mode["batch_size"] else "per event"
+            out.append(f"| {name} | {_f(mode['accepted_per_s'])} | {_f(mode['stored_per_s'])} | "
+                       f"{_f(mode['raw_per_s'])} | {mode['ratio_to_raw']:.3f} |")
+        modes = e2e["modes"]
+        if len(modes) == 2 and not modes[0]["batch_size"]:
+            out.append("")
+            speedup = modes[1]["stored_per_s"] / modes[0]["stored_per_s"]
+            out.append(f"Batch / per-event stored throughput: {speedup:.1f}x.")
+        out += ["", "Send -> stored latency, open loop (ms):", "",
+                "| delivery | offered /s | p50 | p95 | p99 | max | until 202: p50 / p99 |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for mode in modes:
+            name = f"batch {mode['batch_size']}" if mode["batch_size"] else "per event"
+            for f in mode["latency"]:
+                out.append(f"| {name} | {f['rate']:,.0f} | {f['p50']:.0f} | {f['p95']:.0f} | {f['p99']:.0f} | "
+                           f"{f['max']:.0f} | {f['accept_p50']:.0f} / {f['accept_p99']:.0f} |")
+        out += ["", "CPU seconds per process during the throughput run:", "",
+                "| delivery | homepage | processor | dispatcher | broker | load generator |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for mode in modes:
+            name = f"batch {mode['batch_size']}" if mode["batch_size"] else "per event"
+            cpu = mode["cpu_s"]
+            out.append(f"| {name} | " + " | ".join(
+                f"{cpu.get(k, 0.0):.1f}" for k in ("homepage", "processor", "dispatcher", "broker",
+                                                    "load generator (this process)")) + " |")
+        out.append("")
+    cold = results.get("cold_start")
+    if cold:
+        out += ["### Cold start: import time (issue 10)", "", "| module | ms (median) |", "|---|---:|"]
+        for module, ms in cold["ms"].items():
+            out.append(f"| {module} | {_f(ms, 1)} |")
+        out.append("")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--quick", action="store_true", help="small workloads (smoke run)")
+    parser.add_argument("--only", default="", help="comma-separated subset of the benchmarks")
+    args = parser.parse_args(argv)
+    only = {n.strip() for n in args.only.split(",") if n.strip()}
+    started = datetime.datetime.now().astimezone()
+    info = machine()
+    runs = []
+    results: dict[str, dict[str, Any] | None] = {}
+    for name, extra in plan(args.quick):
+        if only and name not in only:
+            continue
+        argv_, output, result, elapsed, code = run(name, extra)
+        runs.append((name, argv_, output, elapsed, code))
+        results[name] = result
+    leftovers = descendants(os.getpid())
+    total = (datetime.datetime.now().astimezone() - started).total_seconds()
+
+    doc = ["# Benchmarks", "",
+           f"Generated by `.venv/bin/python bench/run_all.py{' --quick' if args.quick else ''}` on "
+           f"{started:%Y-%m-%d %H:%M %Z} ({total / 60:.1f} min). Do not edit by hand: rerun it.", "",
+           "## Machine", "",
+           f"- nproc: {info['nproc']}", f"- CPU: {info['cpu']}", f"- memory: {info['memory']}",
+           f"- Python: {info['python']} ({info['platform']})", "",
+           "The machine is shared and noisy (2 cores; other test runs may be active). Absolute figures move from "
+           "run to run; the ratios are measured within one run (alternating rounds, same stack, same moment) "
+           "and are the figures to compare.", "",
+           "## Targets", "", "| target | wanted | measured | |", "|---|---|---|---|"]
+    doc += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(results)]
+    doc += ["", "## Figures", "", *tables(results)]
+    doc += ["## Commands and raw output", ""]
+    for name, argv_, output, elapsed, code in runs:
+        status = "" if code == 0 else f" — exit {code}"
+        doc += [f"### {name} ({elapsed:.0f} s{status})", "", "```", f"$ {command_text(argv_)}", output.rstrip(),
+                "```", ""]
+    doc += [f"Processes left behind by the benchmarks: {len(leftovers) or 'none'}.", ""]
+    args.output.write_text("\n".join(doc))
+    print(f"wrote {args.output} ({total:.0f} s); leftover child processes: {leftovers or 'none'}")
+    return 0 if all(code == 0 for *_, code in runs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
