@@ -6,6 +6,7 @@ inputs with the same reasons.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ MIN_TIMESTAMP_MS = 946_684_800_000
 MAX_TIMESTAMP_MS = 4_102_444_800_000
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD)
 
 
 class ValidationError(ValueError):
@@ -43,11 +45,10 @@ def new_id(now_ms: int, random_bytes: bytes | None = None) -> str:
     if not 0 <= now_ms < 1 << 48:
         raise ValueError("time out of ULID range")
     value = (now_ms << 80) | int.from_bytes(entropy, "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 26 base32 digits hold 130 bits: the 128-bit value behind two zero bits. Left-aligned in
+    # 17 bytes, the C base32 encoder yields those digits first (a Python digit loop was a
+    # fifth of the HomePage's accept path); the alphabet is then mapped to Crockford's.
+    return base64.b32encode((value << 6).to_bytes(17, "big"))[:26].decode("ascii").translate(_TO_CROCKFORD)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -28,7 +29,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskCli
     functions.main.reset()
 
 
-def post(client: FlaskClient, body: object) -> tuple[int, dict]:
+def post(client: FlaskClient, body: object) -> tuple[int, dict[str, Any]]:
     response = client.post("/api/barrages", data=json.dumps(body), content_type="application/json")
     return response.status_code, response.get_json()
 
@@ -80,7 +81,7 @@ def test_healthz(client: FlaskClient) -> None:
         ({"data": "x" * 2_000_000, "content_type": "application/json"}, 413, "larger than"),
     ],
 )
-def test_bad_bodies_are_4xx_json(client: FlaskClient, kwargs: dict, status: int, message: str) -> None:
+def test_bad_bodies_are_4xx_json(client: FlaskClient, kwargs: dict[str, Any], status: int, message: str) -> None:
     response = client.post("/api/barrages", **kwargs)
     assert response.status_code == status
     assert message in response.get_json()["error"]["message"]

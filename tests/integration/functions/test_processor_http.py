@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -32,7 +33,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskCli
     functions.main.reset()
 
 
-def deliver(client: FlaskClient, name: str) -> tuple[int, dict]:
+def deliver(client: FlaskClient, name: str) -> tuple[int, dict[str, Any]]:
     headers, body = http_event(name)
     response = client.post("/", headers=headers, data=body)
     return response.status_code, response.get_json()

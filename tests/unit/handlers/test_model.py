@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from handlers.model import (
     MAX_TEXT_LENGTH,
@@ -80,3 +82,20 @@ def test_parse_barrage_requires_id_and_sent_at() -> None:
 def test_processed_barrage_round_trips_through_dict() -> None:
     result = ProcessedBarrage("i", "r", "u", "t", 3, "#ffffff", NOW, NOW + 1, 2, True, ("masked", "truncated"))
     assert ProcessedBarrage.from_dict(result.to_dict()) == result
+
+
+def reference_ulid(now_ms: int, entropy: bytes) -> str:
+    """The ULID spec's digit-by-digit encoding, to check the fast one against."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    value = (now_ms << 80) | int.from_bytes(entropy, "big")
+    return "".join(alphabet[(value >> (5 * (25 - i))) & 31] for i in range(26))
+
+
+@given(st.integers(min_value=0, max_value=(1 << 48) - 1), st.binary(min_size=10, max_size=10))
+def test_new_id_matches_the_ulid_encoding(now_ms: int, entropy: bytes) -> None:
+    assert new_id(now_ms, entropy) == reference_ulid(now_ms, entropy)
+
+
+def test_known_ulid() -> None:
+    assert new_id(0, bytes(10)) == "0" * 26
+    assert new_id((1 << 48) - 1, b"\xff" * 10) == "7" + "Z" * 25

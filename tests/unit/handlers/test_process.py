@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -151,7 +152,7 @@ class BrokenStore(MemoryResultStore):
         self.fail_ids = fail_ids or set()
         self.explode = explode
 
-    def put_many(self, results):  # type: ignore[no-untyped-def]
+    def put_many(self, results: Sequence[ProcessedBarrage]) -> list[PutResult]:
         if self.explode:
             raise ConnectionError("store down")
         ok = super().put_many([r for r in results if r.id not in self.fail_ids])
