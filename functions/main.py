@@ -15,42 +15,49 @@ from typing import Any
 
 from flask import Flask, Request, Response
 
+from functions.concurrency import ConcurrencyLimiter
 from functions.config import Settings
 from functions.homepage import create_app
-from functions.processor_http import create_processor_app
+from functions.processor_http import receive
 from functions.wiring import Services, build_services
 
 FUNCTIONS_SOURCE_FILE = __file__
 _lock = threading.Lock()
 _services: Services | None = None
 _homepage: Flask | None = None
-_processor: Flask | None = None
+_gate: ConcurrencyLimiter | None = None
 
 
 def services() -> Services:
     global _services
-    with _lock:
-        if _services is None:
-            _services = build_services(Settings.from_environ(os.environ))
-        return _services
+    built = _services
+    if built is None:  # built once; later calls take no lock
+        with _lock:
+            if _services is None:
+                _services = build_services(Settings.from_environ(os.environ))
+            built = _services
+    return built
 
 
 def homepage_app() -> Flask:
     global _homepage
-    if _homepage is None:
-        built = create_app(services())
+    app = _homepage
+    if app is None:
+        made = create_app(services())
         with _lock:
-            _homepage = _homepage or built
-    return _homepage
+            _homepage = app = _homepage or made
+    return app
 
 
-def processor_app() -> Flask:
-    global _processor
-    if _processor is None:
-        built = create_processor_app(services())
+def processor_gate() -> ConcurrencyLimiter:
+    """containerConcurrency for this process, as Knative's queue-proxy enforces it."""
+    global _gate
+    gate = _gate
+    if gate is None:
+        made = ConcurrencyLimiter(services().settings.container_concurrency)
         with _lock:
-            _processor = _processor or built
-    return _processor
+            _gate = gate = _gate or made
+    return gate
 
 
 def homepage(request: Request) -> Any:
@@ -60,15 +67,15 @@ def homepage(request: Request) -> Any:
 
 def reset() -> None:
     """Forget the built services (tests, and a binding that rebuilds after a config change)."""
-    global _services, _homepage, _processor
+    global _services, _homepage, _gate
     with _lock:
         if _services is not None:
             _services.close()
         _services = None
         _homepage = None
-        _processor = None
+        _gate = None
 
 
 def process(request: Request) -> Any:
     """The processor: CloudEvents in (binary, structured or batch), 2xx / 400 / 503 out."""
-    return Response.from_app(processor_app().wsgi_app, request.environ)
+    return receive(services(), processor_gate(), request)

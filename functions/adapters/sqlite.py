@@ -42,11 +42,25 @@ CREATE INDEX IF NOT EXISTS barrages_room_sent_at ON barrages (room, sent_at);
 _COLUMNS = "seq, id, room, user, text, lane, colour, sent_at, processed_at, masked_words, truncated, flags"
 
 
+_write_locks: dict[str, threading.Lock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(path: str) -> threading.Lock:
+    # SQLite resolves writer contention by sleeping in its busy handler (1, 2, 5, 10 ms ...);
+    # threads of one process queue on a mutex instead, which hands the lock over at once.
+    # Other processes still meet SQLite's own lock and busy timeout.
+    key = str(Path(path).resolve())
+    with _write_locks_guard:
+        return _write_locks.setdefault(key, threading.Lock())
+
+
 class SQLiteResultStore:
     def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = _write_lock(self.path)
         self._busy_timeout_s = busy_timeout_s
         self._local = threading.local()
         connection = self._connection()
@@ -68,6 +82,12 @@ class SQLiteResultStore:
             return []
         connection = self._connection()
         outcomes: list[PutResult] = []
+        with self._write_lock:
+            return self._put_locked(connection, results, outcomes)
+
+    def _put_locked(
+        self, connection: sqlite3.Connection, results: Sequence[ProcessedBarrage], outcomes: list[PutResult]
+    ) -> list[PutResult]:
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
