@@ -320,7 +320,7 @@ def create_app(services: Services, options: HomePageOptions | None = None) -> Fl
     def stream() -> Response:
         room = request.args.get("room")
         # EventSource resends the last event id on reconnect: resume exactly there.
-        header = request.headers.get("Last-Event-ID")
+        header = request.headers.get("Last-Event-ID") or None  # an empty id is no id
         since = header if header is not None else request.args.get("since")
         try:
             if since is None:
