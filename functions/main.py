@@ -4,22 +4,25 @@ Run one alone::
 
     functions-framework --source functions/main.py --target homepage --port 8080
 
-Services are built from the process environment on first use, once per process.
+Services are built from the process environment on first use, once per process. Each
+target imports only its own side (a processor pod never loads the HomePage, nor the reverse).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Request, Response
+from flask import Request, Response
 
-from functions.concurrency import ConcurrencyLimiter
 from functions.config import Settings
-from functions.homepage import create_app
-from functions.processor_http import receive
-from functions.wiring import Services, build_services
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from functions.concurrency import ConcurrencyLimiter
+    from functions.wiring import Services
 
 FUNCTIONS_SOURCE_FILE = __file__
 _lock = threading.Lock()
@@ -34,6 +37,8 @@ def services() -> Services:
     if built is None:  # built once; later calls take no lock
         with _lock:
             if _services is None:
+                from functions.wiring import build_services
+
                 _services = build_services(Settings.from_environ(os.environ))
             built = _services
     return built
@@ -43,6 +48,8 @@ def homepage_app() -> Flask:
     global _homepage
     app = _homepage
     if app is None:
+        from functions.homepage import create_app
+
         made = create_app(services())
         with _lock:
             _homepage = app = _homepage or made
@@ -54,6 +61,8 @@ def processor_gate() -> ConcurrencyLimiter:
     global _gate
     gate = _gate
     if gate is None:
+        from functions.concurrency import ConcurrencyLimiter
+
         made = ConcurrencyLimiter(services().settings.container_concurrency)
         with _lock:
             _gate = gate = _gate or made
@@ -78,4 +87,6 @@ def reset() -> None:
 
 def process(request: Request) -> Any:
     """The processor: CloudEvents in (binary, structured or batch), 2xx / 400 / 503 out."""
+    from functions.processor_http import receive
+
     return receive(services(), processor_gate(), request)
