@@ -129,14 +129,6 @@ def read_json_body(max_bytes: int) -> Any:
 # Server-Sent Events
 
 
-# Set when the interpreter shuts down (gunicorn's worker exiting), before it joins the
-# request threads: open event streams end at once instead of holding shutdown for minutes.
-SHUTTING_DOWN = threading.Event()
-_register_atexit = getattr(threading, "_register_atexit", None)
-if callable(_register_atexit):
-    _register_atexit(SHUTTING_DOWN.set)
-
-
 class StreamSlots:
     """A counted, non-blocking cap on open streams."""
 
@@ -393,7 +385,7 @@ def _events(services: Services, opts: HomePageOptions, room: str, cursor: str,
     last_write = time.monotonic()
     while True:
         now = time.monotonic()
-        if now - started >= opts.stream_lifetime_s or SHUTTING_DOWN.is_set():
+        if now - started >= opts.stream_lifetime_s:
             # A bounded lifetime frees the thread; the browser reconnects after retry ms.
             yield ": lifetime reached; reconnect\n\n"
             return
@@ -413,7 +405,7 @@ def _events(services: Services, opts: HomePageOptions, room: str, cursor: str,
             # A comment keeps proxies from closing an idle stream and detects gone clients.
             yield ": ping\n\n"
             last_write = now
-        SHUTTING_DOWN.wait(opts.stream_poll_s)
+        time.sleep(opts.stream_poll_s)
 
 
 # ---------------------------------------------------------------------------------------
