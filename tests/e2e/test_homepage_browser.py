@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ROOT, PageProbe, Server
+from tests.e2e.conftest import ARTIFACTS, ROOT, PageProbe, Server
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def open_room(page: Any, server: Server, prefix: str) -> str:
@@ -44,8 +32,8 @@ def flying(page: Any, text: str) -> Any:
 def assert_moves_left(locator: Any) -> None:
     first = locator.bounding_box()
     assert first is not None
-    wait_until(lambda: (box := locator.bounding_box()) is not None and box["x"] < first["x"] - 10,
-               timeout=5, what="the barrage to move left")
+    wait_for(lambda: (box := locator.bounding_box()) is not None and box["x"] < first["x"] - 10,
+               timeout_s=5, what="the barrage to move left")
 
 
 def assert_clean(probe: PageProbe) -> None:
@@ -66,9 +54,9 @@ def test_typed_message_flies_across(page: Any, homepage_server: Server, probe: P
     assert barrage.text_content() == text
     assert_moves_left(barrage)
     assert page.locator("#send-status").text_content() == "sent"
-    wait_until(lambda: int(page.text_content("#c-shown") or 0) >= 1, what="the shown counter")
+    wait_for(lambda: int(page.text_content("#c-shown") or 0) >= 1, what="the shown counter")
     assert page.text_content("#c-sent") == "1"
-    wait_until(lambda: page.text_content("#c-p50") != "–", what="a latency figure")
+    wait_for(lambda: page.text_content("#c-p50") != "–", what="a latency figure")
     assert_clean(probe)
 
 
@@ -95,8 +83,8 @@ def test_load_run_shows_progress_barrages_and_stats(page: Any, homepage_server: 
     page.fill("#load-concurrency", "4")
     page.fill("#load-duration", "5")
     page.click("#load-send")
-    wait_until(lambda: 0 < page.eval_on_selector("#load-progress", "el => el.value") < 1,
-               interval=0.05, what="partial progress")
+    wait_for(lambda: 0 < page.eval_on_selector("#load-progress", "el => el.value") < 1,
+               interval_s=0.05, what="partial progress")
     flying(page, message).wait_for(state="visible")
     page.wait_for_selector("#load-form[data-state='finished']", timeout=20_000)
     assert page.eval_on_selector("#load-progress", "el => el.value") == 1
@@ -107,7 +95,7 @@ def test_load_run_shows_progress_barrages_and_stats(page: Any, homepage_server: 
         assert page.text_content(cell) not in ("", "–")
     assert int(page.text_content("#c-shown") or 0) > 0
     # Counters repaint every 250 ms.
-    wait_until(lambda: int(page.text_content("#c-sent") or 0) == accepted, what="sent counter to include the run")
+    wait_for(lambda: int(page.text_content("#c-sent") or 0) == accepted, what="sent counter to include the run")
     assert_clean(probe)
 
 
@@ -122,9 +110,11 @@ def test_polling_when_there_is_no_event_source(page: Any, homepage_server: Serve
     assert_clean(probe)
 
 
-@pytest.mark.skipif(not os.environ.get("BARRAGE_SCREENSHOT"), reason="set BARRAGE_SCREENSHOT=path to write it")
 def test_write_docs_screenshot(page: Any, homepage_server: Server, probe: PageProbe) -> None:
-    """``BARRAGE_SCREENSHOT=docs/screenshot.png pytest -m e2e -k screenshot`` writes the README picture."""
+    """A busy room fills many lanes at once; the picture goes to artifacts/homepage.png.
+
+    ``BARRAGE_SCREENSHOT=docs/screenshot.png pytest -m e2e -k screenshot`` writes the README's.
+    """
     room = open_room(page, homepage_server, "demo")
     texts = [
         # ASCII only: the test machine's Chromium has no CJK or emoji fonts.
@@ -157,7 +147,12 @@ def test_write_docs_screenshot(page: Any, homepage_server: Server, probe: PagePr
         page.wait_for_selector("#load-form[data-state='finished']", timeout=20_000)
         # Let the load run's burst drift left while the chatter fills the lanes.
         page.wait_for_timeout(5000)
-        target = Path(os.environ["BARRAGE_SCREENSHOT"])
+        # Read in one go: elements are recycled while the page runs.
+        lanes = set(page.eval_on_selector_all(
+            "#stage .barrage:not(.idle)", "els => els.map(el => Math.round(el.getBoundingClientRect().top))"))
+        assert len(lanes) >= 6, f"barrages in only {len(lanes)} lanes"
+        assert int(page.text_content("#s-accepted") or 0) > 0
+        target = Path(os.environ.get("BARRAGE_SCREENSHOT") or ARTIFACTS / "homepage.png")
         target = target if target.is_absolute() else ROOT / target
         target.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(target))

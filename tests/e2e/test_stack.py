@@ -20,7 +20,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.e2e.conftest import Server
-from tests.e2e.stack_support import Stack, request_json, start_stack, wait_for
+from tests.e2e.stack_support import Stack, request_json, start_stack
+from tests.integration.local.dispatch_support import header_map
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -95,9 +97,7 @@ def test_poison_record_goes_to_the_dlq_and_the_rest_flows(stack: Stack) -> None:
             for message in consumer.consume(100, 0.5):
                 if message.error():
                     continue
-                raw = message.headers() or []
-                pairs = raw.items() if isinstance(raw, dict) else raw
-                headers = {str(k): v.encode() if isinstance(v, str) else bytes(v or b"") for k, v in pairs}
+                headers = header_map(message)
                 if headers.get("origin") == b"e2e-poison-test":
                     dead.append(headers)
     finally:

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from local.supervisor import free_port
 from tests.golden import http_event, raw
 
 pytestmark = pytest.mark.integration
@@ -97,13 +97,6 @@ def runtime(request: pytest.FixtureRequest) -> Runtime:
         return Runtime(sys.executable, REPO)
     image: Runtime = request.getfixturevalue("image_runtime")
     return image
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def environment(tmp_path: Path, role: str, workload_class: str, port: int) -> dict[str, str]:

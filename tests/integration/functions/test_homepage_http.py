@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
-import functions.main
-from functions.main import FUNCTIONS_SOURCE_FILE
+from tests.integration.functions.conftest import ClientFactory
 
 
 @pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
-    import functions_framework
-
-    # The functions-framework boundary reads os.environ, as it does when deployed.
-    monkeypatch.setenv("BARRAGE_DB", str(tmp_path / "barrage.db"))
-    monkeypatch.setenv("BARRAGE_MASKED_WORDS", "spam")
-    monkeypatch.delenv("KAFKA_SERVER", raising=False)
-    monkeypatch.delenv("OTS_ENDPOINT", raising=False)
-    functions.main.reset()
-    app = functions_framework.create_app(target="homepage", source=str(FUNCTIONS_SOURCE_FILE))
-    yield app.test_client()
-    functions.main.reset()
+def client(ff_client: ClientFactory) -> FlaskClient:
+    return ff_client("homepage", BARRAGE_MASKED_WORDS="spam")
 
 
 def post(client: FlaskClient, body: object) -> tuple[int, dict[str, Any]]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,25 +11,17 @@ from flask.testing import FlaskClient
 import functions.main
 from functions.adapters.memory import MemoryPublisher, MemoryResultStore
 from functions.config import Settings
-from functions.main import FUNCTIONS_SOURCE_FILE
 from functions.processor_http import create_processor_app
 from functions.wiring import Services, process_config
 from handlers.model import ProcessedBarrage
 from handlers.ports import PutResult, PutStatus, SystemClock
 from tests.golden import http_event
+from tests.integration.functions.conftest import ClientFactory
 
 
 @pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
-    import functions_framework
-
-    monkeypatch.setenv("BARRAGE_DB", str(tmp_path / "barrage.db"))
-    monkeypatch.delenv("KAFKA_SERVER", raising=False)
-    monkeypatch.delenv("OTS_ENDPOINT", raising=False)
-    functions.main.reset()
-    app = functions_framework.create_app(target="process", source=str(FUNCTIONS_SOURCE_FILE))
-    yield app.test_client()
-    functions.main.reset()
+def client(ff_client: ClientFactory) -> FlaskClient:
+    return ff_client("process")
 
 
 def deliver(client: FlaskClient, name: str) -> tuple[int, dict[str, Any]]:

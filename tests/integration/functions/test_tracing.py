@@ -32,7 +32,8 @@ from local.kafkasource.dispatcher import DispatchOptions
 from local.kafkasource.manifest import load_manifest
 from local.kafkasource.run import run_dispatchers
 from tests.golden import raw
-from tests.integration.local.dispatch_support import wait_for, write_manifest
+from tests.integration.local.dispatch_support import write_manifest
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -135,12 +135,3 @@ def write_manifest(path: Path, topic: str, group: str, ordering: str = "ordered"
     }
     path.write_text(yaml.safe_dump(document))
     return path
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import textwrap
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from local.fc.api import LocalFC, LocalFCServer
 from local.fc.syaml import load
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 EVENTS = REPO / "tests" / "events"
@@ -50,14 +50,6 @@ def sync(client: Any, function: str, payload: bytes, **headers: str) -> Any:
 def fetch_room(server: LocalFCServer, room: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"{server.endpoint}/http/barrage-homepage/api/barrages?room={room}") as answer:
         return list(json.loads(answer.read())["items"])
-
-
-def wait_for(predicate: Any, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def test_sync_processor_with_log_tail(client: Any, server: LocalFCServer) -> None:

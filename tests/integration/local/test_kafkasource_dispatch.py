@@ -28,9 +28,9 @@ from tests.integration.local.dispatch_support import (
     offsets_by_id,
     publish,
     running_processor,
-    wait_for,
     write_manifest,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]

@@ -6,25 +6,17 @@ import io
 import socket
 import sys
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
 from local.supervisor import ChildSpec, StackError, Supervisor, free_port
+from tests.waiting import wait_for
 
 SERVE = (
     "import http.server, sys; "
     "http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), http.server.SimpleHTTPRequestHandler)"
     ".serve_forever()"
 )
-
-
-def wait_until(check: Callable[[], object], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_starts_healthy_restarts_a_dead_child_and_stops_everything() -> None:
@@ -41,7 +33,7 @@ def test_starts_healthy_restarts_a_dead_child_and_stops_everything() -> None:
         first = child.process
         assert first is not None and child.alive()
         first.kill()
-        wait_until(lambda: child.process is not first and child.alive())
+        wait_for(lambda: child.process is not first and child.alive())
         assert child.restarts == 1
         assert "web exited" in out.getvalue()
     finally:
