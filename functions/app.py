@@ -38,6 +38,7 @@ from functions.bindings.direct import CloudEventInvocation, DirectInvocation
 from functions.bindings.fc2_wsgi import Fc2Wsgi
 from functions.bindings.fc3_http import FC3HttpEvent
 from functions.bindings.fc_event import EventBridgeBatch, RetryBatch
+from functions.kafka import KafkaSettings, PublishFailed, RecordPublisher, settings_from_environ
 from functions.lifecycle import AccessKey, CredentialsSource, Factory, Instance
 from functions.records import (
     BatchReport,
@@ -66,16 +67,20 @@ __all__ = [
     "HttpFunction",
     "InvalidInvocation",
     "Invocation",
+    "KafkaSettings",
     "Outcome",
     "OutcomeKind",
+    "PublishFailed",
     "Record",
     "RecordError",
+    "RecordPublisher",
     "Reject",
     "RetryBatch",
     "duplicate",
     "ok",
     "reject",
     "retry",
+    "settings_from_environ",
 ]
 
 log = logging.getLogger("functions.app")

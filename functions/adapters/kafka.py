@@ -525,7 +525,8 @@ class KafkaRecordConsumer:
         self._on_revoke = on_revoke
         self._consumer: Any = consumer_factory(config)
         self._closed = False
-        self._consumer.subscribe(list(topics or (settings.topic or DEFAULT_TOPIC,)), on_assign=self._assigned, on_revoke=self._revoked)
+        self._consumer.subscribe(list(topics or (settings.topic or DEFAULT_TOPIC,)), on_assign=self._assigned,
+                                 on_revoke=self._revoked)
 
     def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         if self._on_assign is not None:
