@@ -2,7 +2,11 @@
 
 Run one alone::
 
-    functions-framework --source functions/main.py --target homepage --port 8080
+    functions-framework --asgi --source functions/main.py --target homepage --port 8080
+    functions-framework --source functions/main.py --target process --port 8081
+
+The HomePage is an ASGI app and needs ``--asgi`` (uvicorn; uvloop and httptools when
+installed); the processor is still a Flask-mode target.
 
 Services are built from the process environment on first use, once per process. Each
 target imports only its own side (a processor pod never loads the HomePage, nor the reverse).
@@ -14,20 +18,22 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from flask import Request, Response
-
 from functions.config import Settings
 
 if TYPE_CHECKING:
-    from flask import Flask
+    from flask import Request
+    from starlette.applications import Starlette
+    from starlette.requests import Request as AsgiRequest
 
     from functions.concurrency import ConcurrencyLimiter
+    from functions.ff_asgi import AppResponse
     from functions.wiring import Services
 
 FUNCTIONS_SOURCE_FILE = __file__
 _lock = threading.Lock()
 _services: Services | None = None
-_homepage: Flask | None = None
+_homepage: Starlette | None = None
+_homepage_response: AppResponse | None = None
 _gate: ConcurrencyLimiter | None = None
 
 
@@ -44,7 +50,7 @@ def services() -> Services:
     return built
 
 
-def homepage_app() -> Flask:
+def homepage_app() -> Starlette:
     global _homepage
     app = _homepage
     if app is None:
@@ -69,19 +75,30 @@ def processor_gate() -> ConcurrencyLimiter:
     return gate
 
 
-def homepage(request: Request) -> Any:
-    """The HomePage: the page and its HTTP API."""
-    return Response.from_app(homepage_app().wsgi_app, request.environ, buffered=False)
+async def homepage(request: AsgiRequest) -> AppResponse:
+    """The HomePage (page, API, event streams) under ``functions-framework --asgi``.
+
+    The answer is the HomePage app itself, which functions-framework then runs on this
+    request's scope, receive and send (``functions.ff_asgi``).
+    """
+    global _homepage_response
+    response = _homepage_response
+    if response is None:
+        from functions.ff_asgi import AppResponse
+
+        response = _homepage_response = AppResponse(homepage_app())
+    return response
 
 
 def reset() -> None:
     """Forget the built services (tests, and a binding that rebuilds after a config change)."""
-    global _services, _homepage, _gate
+    global _services, _homepage, _homepage_response, _gate
     with _lock:
         if _services is not None:
             _services.close()
         _services = None
         _homepage = None
+        _homepage_response = None
         _gate = None
 
 
