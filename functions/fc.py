@@ -9,7 +9,7 @@ Handlers (``s.yaml`` names them as ``functions.fc.<name>``):
   invocation.
 - ``initializer(context)``: builds the clients once per instance.
 
-The import is kept light because it is on every cold start: Flask, the adapters and the
+The import is kept light because it is on every cold start: Starlette, the adapters and the
 domain load on first use, not here (bench/fc_import.py measures it).
 """
 
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import quote, unquote_to_bytes
 
 if TYPE_CHECKING:
-    from flask import Flask
+    from starlette.applications import Starlette
 
     from functions.wiring import Services
 
@@ -164,7 +164,7 @@ def request_logger(request_id: str) -> logging.LoggerAdapter[logging.Logger]:
 
 _lock = threading.Lock()
 _services: Services | None = None
-_homepage: Flask | None = None
+_homepage: Starlette | None = None
 
 
 def services(context: Any = None) -> Services:
@@ -180,12 +180,17 @@ def services(context: Any = None) -> Services:
     return _services
 
 
-def homepage_app(context: Any = None) -> Flask:
+def homepage_app(context: Any = None) -> Starlette:
     global _homepage
     if _homepage is None:
-        from functions.homepage import create_app
+        from dataclasses import replace
 
-        built = create_app(services(context))
+        from functions.homepage import HomePageOptions, create_app
+
+        built_services = services(context)
+        # These bindings return whole answers (functions.asgi_bridge): no event streams, the page polls.
+        options = replace(HomePageOptions.from_settings(built_services.settings), max_streams=0)
+        built = create_app(built_services, options)
         with _lock:
             _homepage = _homepage or built
     return _homepage
@@ -463,10 +468,16 @@ def homepage_http(event: bytes | str | Mapping[str, Any], context: Any) -> dict[
         raise InvalidEvent("homepage: event is not a JSON object")
     request = infer_request(parsed)
     app = homepage_app(context)
-    return http_result(call_wsgi(app.wsgi_app, wsgi_environ(request, context)))
+    from functions.asgi_bridge import call_asgi
+
+    answer = call_asgi(app, method=request.method, path=request.path, raw_path=request.raw_path,
+                       query_string=request.query_string, headers=request.headers.items(), body=request.body,
+                       client=(request.remote_addr, 0), server=(request.server_name, 9000), scheme=request.scheme)
+    return http_result(HttpResponse(answer.status, answer.headers, answer.body))
 
 
 def homepage_wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """The HomePage as an FC 2.0 HTTP function (WSGI; the runtime puts the context in the environ)."""
-    app = homepage_app(environ.get("fc.context"))
-    return app.wsgi_app(environ, start_response)
+    from functions.asgi_bridge import wsgi_app
+
+    return wsgi_app(homepage_app(environ.get("fc.context")))(environ, start_response)
