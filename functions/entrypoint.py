@@ -3,7 +3,8 @@
 One image serves every role. ``ROLE`` picks the app (``homepage``; ``processor`` or the seed's
 ``manager``), ``WORKLOAD_CLASS`` the server:
 
-- ``knative`` (default): functions-framework (gunicorn) on ``$PORT``, default 8080;
+- ``knative`` (default): functions-framework on ``$PORT``, default 8080 (the HomePage in its
+  ASGI mode, ``--asgi``: uvicorn workers under gunicorn; the processor in its Flask mode);
 - ``fc``: the Function Compute custom-container server (``x-fc-*`` contract, ``/invoke``) on
   ``FC_SERVER_PORT`` / ``CAPort`` / ``PORT``, default 9000.
 
@@ -67,7 +68,9 @@ def plan(environ: Mapping[str, str], python: str = sys.executable) -> Launch:
     argv: tuple[str, ...]
     if workload_class == "knative":
         port = _port(environ, ("PORT",), KNATIVE_PORT)
-        argv = (python, "-m", "functions_framework", "--source", str(FUNCTIONS_SOURCE),
+        # The HomePage is an ASGI app (functions-framework's ASGI mode, uvicorn on uvloop/httptools).
+        asgi = ("--asgi",) if role == "homepage" else ()
+        argv = (python, "-m", "functions_framework", *asgi, "--source", str(FUNCTIONS_SOURCE),
                 "--target", FF_TARGETS[role], "--host", host, "--port", str(port))
     else:
         from functions.fc_container import DEFAULT_PORT

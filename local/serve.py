@@ -30,6 +30,8 @@ def serve(workload_class: str, role: str, host: str, port: int | None) -> None:
         serve_fc(role, host=host, port=port)
         return
     chosen = port if port is not None else int(os.environ.get("PORT", "8080"))
-    argv = [sys.executable, "-m", "functions_framework", "--source", str(FUNCTIONS_SOURCE),
+    # The HomePage is an ASGI app: functions-framework's ASGI mode serves it.
+    asgi = ["--asgi"] if role == "homepage" else []
+    argv = [sys.executable, "-m", "functions_framework", *asgi, "--source", str(FUNCTIONS_SOURCE),
             "--target", FF_TARGETS[role], "--host", host, "--port", str(chosen)]
     os.execv(sys.executable, argv)

@@ -1,7 +1,7 @@
 """The local topology that ``barrage up`` runs, each part a child process.
 
     broker (Tansu) -> dispatcher (KafkaSource-compatible) -> processor (functions-framework)
-    HomePage (functions-framework) -> broker;  HomePage and processor -> store
+    HomePage (functions-framework --asgi) -> broker;  HomePage and processor -> store
     store: a SQLite file, or the Tablestore emulator (``--store tablestore``)
 
 ``--bus memory`` keeps the single-process mode: the HomePage processes in-process.
@@ -64,8 +64,13 @@ def container_concurrency_from_manifests(directory: Path = KNATIVE_DIR, default:
     return default
 
 
+# Targets that are ASGI apps, served by functions-framework's ASGI mode (uvicorn).
+ASGI_TARGETS = frozenset({"homepage"})
+
+
 def _ff(target: str, host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "functions_framework", "--source", str(FUNCTIONS_SOURCE), "--target", target,
+    asgi = ["--asgi"] if target in ASGI_TARGETS else []
+    return [sys.executable, "-m", "functions_framework", *asgi, "--source", str(FUNCTIONS_SOURCE), "--target", target,
             "--host", host, "--port", str(port)]
 
 
