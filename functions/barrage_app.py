@@ -40,7 +40,7 @@ app: App[Services] = App("barrage", module=__name__, dependencies=build_services
 def _homepage(services: Services) -> ASGIApp:
     from functions.homepage import create_app
 
-    return create_app(services)  # type: ignore[return-value]  # a Starlette app is an ASGI app
+    return create_app(services)
 
 
 homepage = app.http("homepage", _homepage)

@@ -8,7 +8,6 @@ by itself: entry points pass it in, tests pass a dict.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ T = TypeVar("T")
 BUSES = ("memory", "kafka")
 DEFAULT_TOPIC = "barrage-info"
 DEFAULT_TABLE = "barrage"
+DEFAULT_MAX_STREAMS = 10_000
 
 
 class ConfigError(ValueError):
@@ -117,9 +117,10 @@ class Settings:
     role: str = "homepage"
     pod_name: str | None = None
     pod_namespace: str | None = None
-    # Open Server-Sent Event streams at once; by default half of gunicorn's THREADS (4 x CPUs
-    # under functions-framework), so plain requests (and polling) always have threads left.
-    max_streams: int = 4
+    # Open Server-Sent Event streams per HomePage process. Under the event loop a stream costs
+    # a few kilobytes, not a thread, so the default is sized for thousands of viewers.
+    # 0: this runtime does not stream (FC built-in runtimes buffer whole answers); the page polls.
+    max_streams: int = DEFAULT_MAX_STREAMS
     # Origins allowed to call the API cross-origin; empty sends no CORS headers.
     cors_origins: tuple[str, ...] = ()
 
@@ -133,7 +134,6 @@ class Settings:
         user_limit = config.integer("BARRAGE_USER_BATCH_LIMIT", 0, minimum=0)
         role = config.get("ROLE", "homepage") or "homepage"
         pod_name = config.get("POD_NAME")
-        threads = config.integer("THREADS", (os.cpu_count() or 1) * 4, minimum=1)
         return cls(
             bus=bus,
             kafka=kafka,
@@ -148,7 +148,7 @@ class Settings:
             role=role,
             pod_name=pod_name,
             pod_namespace=config.get("POD_NAMESPACE"),
-            max_streams=config.integer("BARRAGE_MAX_STREAMS", max(1, threads // 2), minimum=0),
+            max_streams=config.integer("BARRAGE_MAX_STREAMS", DEFAULT_MAX_STREAMS, minimum=0),
             cors_origins=config.csv("BARRAGE_CORS_ORIGINS"),
         )
 

@@ -30,7 +30,8 @@ def parse_limit(raw: str | int | None) -> int:
     return limit
 
 
-def _check_room(room: object) -> str:
+def check_room(room: object) -> str:
+    """The room, if it is a valid identifier; ``FetchError`` (parameter ``room``) otherwise."""
     if not isinstance(room, str) or not ID_PATTERN.fullmatch(room):
         raise FetchError("room", "must match [A-Za-z0-9_-]{1,64}")
     return room
@@ -41,7 +42,7 @@ def fetch(store: ResultStore, room: object, cursor: str | None = None, limit: in
 
     An empty cursor means "from the beginning" (a reader that must see every result).
     """
-    checked_room = _check_room(room)
+    checked_room = check_room(room)
     checked_limit = parse_limit(limit)
     if cursor is None:
         return store.latest(checked_room, checked_limit)

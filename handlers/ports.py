@@ -58,6 +58,16 @@ class Publisher(Protocol):
         ...
 
 
+class AsyncPublisher(Protocol):
+    """``Publisher`` for an event loop: awaiting it never blocks the loop.
+
+    Same contract: return once every barrage is durably accepted (the broker's own
+    acknowledgement, not a local queue), or raise ``PublishError`` naming each one that is not.
+    """
+
+    async def publish_many(self, barrages: Sequence[Barrage]) -> None: ...
+
+
 class ResultStore(Protocol):
     def put_many(self, results: Sequence[ProcessedBarrage]) -> list[PutResult]:
         """Store each result once by id; one ``PutResult`` per input, in input order.

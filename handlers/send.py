@@ -1,4 +1,9 @@
-"""Sending: validate what people posted, stamp it, publish it."""
+"""Sending: validate what people posted, stamp it, publish it.
+
+Validation (``prepare``) is pure and synchronous; publishing goes through a ``Publisher``
+(``send``) or is awaited through an ``AsyncPublisher`` (``send_async``); ``settle`` turns the
+publisher's answer into the per-item result. Both paths give the same ``SendResult``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from handlers.model import MAX_BATCH_SIZE, Barrage, ValidationError, parse_submission
-from handlers.ports import Clock, Publisher, PublishError
+from handlers.ports import AsyncPublisher, Clock, Publisher, PublishError
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +34,20 @@ class SendResult:
         return [b.id for b in self.accepted]
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The submissions of one request, validated and stamped: what to publish, what not."""
+
+    valid: list[Barrage]
+    rejected: list[Rejection]
+
+
 class BatchTooLarge(ValueError):
     pass
 
 
-def send(submissions: Sequence[object], publisher: Publisher, clock: Clock) -> SendResult:
-    """Validate each submission, publish the valid ones, report per item."""
+def prepare(submissions: Sequence[object], clock: Clock) -> Prepared:
+    """Validate and stamp each submission (no I/O); raises ``BatchTooLarge`` beyond the batch bound."""
     if len(submissions) > MAX_BATCH_SIZE:
         raise BatchTooLarge(f"at most {MAX_BATCH_SIZE} barrages per request, got {len(submissions)}")
     now = clock.now_ms()
@@ -52,12 +65,37 @@ def send(submissions: Sequence[object], publisher: Publisher, clock: Clock) -> S
             continue
         seen.add(barrage.id)
         valid.append(barrage)
-    if not valid:
-        return SendResult([], rejected)
+    return Prepared(valid, rejected)
+
+
+def settle(prepared: Prepared, error: PublishError | None = None) -> SendResult:
+    """The result once the publisher answered: ``error`` is its ``PublishError``, if it raised one."""
+    if error is None:
+        return SendResult(list(prepared.valid), prepared.rejected)
+    accepted = [b for b in prepared.valid if b.id not in error.failed]
+    failed = {b.id: error.failed[b.id] for b in prepared.valid if b.id in error.failed}
+    return SendResult(accepted, prepared.rejected, failed)
+
+
+def send(submissions: Sequence[object], publisher: Publisher, clock: Clock) -> SendResult:
+    """Validate each submission, publish the valid ones, report per item."""
+    prepared = prepare(submissions, clock)
+    if not prepared.valid:
+        return SendResult([], prepared.rejected)
     try:
-        publisher.publish_many(valid)
+        publisher.publish_many(prepared.valid)
     except PublishError as exc:
-        accepted = [b for b in valid if b.id not in exc.failed]
-        failed = {b.id: exc.failed[b.id] for b in valid if b.id in exc.failed}
-        return SendResult(accepted, rejected, failed)
-    return SendResult(valid, rejected)
+        return settle(prepared, exc)
+    return settle(prepared)
+
+
+async def send_async(submissions: Sequence[object], publisher: AsyncPublisher, clock: Clock) -> SendResult:
+    """``send`` for an event loop: validation runs inline, the publish is awaited."""
+    prepared = prepare(submissions, clock)
+    if not prepared.valid:
+        return SendResult([], prepared.rejected)
+    try:
+        await publisher.publish_many(prepared.valid)
+    except PublishError as exc:
+        return settle(prepared, exc)
+    return settle(prepared)

@@ -37,8 +37,9 @@ import click
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("handlers", "functions")
-# Needed by the local tooling or by Knative's functions-framework, not by FC's runtime.
-NOT_IN_FC_PACKAGE = frozenset({"functions-framework", "aliyun-fc2", "click", "pyyaml"})
+# Needed by the local tooling or by Knative's functions-framework, not by FC's runtime (which is
+# its own server: uvicorn's loop and parser would only add weight).
+NOT_IN_FC_PACKAGE = frozenset({"functions-framework", "aliyun-fc2", "click", "pyyaml", "uvloop", "httptools"})
 # FC python3.10 runs on Debian 10 (glibc 2.28): manylinux2014 (glibc 2.17) and manylinux_2_28 wheels fit.
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 ZIP_LIMIT_BYTES = 500 * 1024 * 1024

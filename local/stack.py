@@ -1,7 +1,7 @@
 """The local topology that ``barrage up`` runs, each part a child process.
 
     broker (Tansu) -> dispatcher (KafkaSource-compatible) -> processor (functions-framework)
-    HomePage (functions-framework) -> broker;  HomePage and processor -> store
+    HomePage (functions-framework --asgi) -> broker;  HomePage and processor -> store
     store: a SQLite file, or the Tablestore emulator (``--store tablestore``)
 
 ``--bus memory`` keeps the single-process mode: the HomePage processes in-process.
@@ -65,8 +65,9 @@ def container_concurrency_from_manifests(directory: Path = KNATIVE_DIR, default:
 
 
 def _ff(target: str, host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "functions_framework", "--source", str(FUNCTIONS_SOURCE), "--target", target,
-            "--host", host, "--port", str(port)]
+    # Every target is an ASGI app, served by functions-framework's ASGI mode (uvicorn).
+    return [sys.executable, "-m", "functions_framework", "--asgi", "--source", str(FUNCTIONS_SOURCE),
+            "--target", target, "--host", host, "--port", str(port)]
 
 
 def _barrage(*args: str) -> list[str]:
@@ -140,8 +141,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
     specs.append(ChildSpec(
         "processor", _ff("process", "127.0.0.1", options.processor_port),
         env={**store_env, "ROLE": "processor", "CONTAINER_CONCURRENCY": str(concurrency),
-             # Enough threads for the running requests plus queue-proxy's queue of 10x.
-             "THREADS": str(max(8, concurrency * 11)), "WORKERS": str(options.processors)},
+             "WORKERS": str(options.processors)},
         health_url=f"{processor_url}healthz", ports=(options.processor_port,),
     ))
     urls["processor"] = processor_url

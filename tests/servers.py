@@ -18,7 +18,6 @@ def serve_asgi(app: Any, host: str = "127.0.0.1", **options: Any) -> Iterator[st
     """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT/``)."""
     config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="off", **options)
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     wait_for(lambda: server.started, 10, "uvicorn to start")

@@ -308,7 +308,8 @@ class KafkaPublisher:
         else:
             _log.debug("Kafka producer error: %s", err.str())
 
-    def _current_producer(self) -> Any:
+    def producer(self) -> Any:
+        """The live confluent-kafka producer (replaced after a fatal error); RuntimeError once closed."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("KafkaPublisher is closed")
@@ -327,7 +328,7 @@ class KafkaPublisher:
             return
         timeout_s = self.settings.publish_timeout_s
         deadline = time.monotonic() + timeout_s
-        producer = self._current_producer()
+        producer = self.producer()
         topic = self.settings.topic or DEFAULT_TOPIC
         deliveries = _Deliveries(len(barrages))
         failed: dict[str, str] = {}
@@ -354,6 +355,12 @@ class KafkaPublisher:
         if failed:
             raise PublishError(failed)
 
+    def encode(self, barrage: Barrage, extensions: Mapping[str, str] | None = None) -> KafkaMessage:
+        """The record for ``barrage``: the extension hook's attributes, then ``extensions``."""
+        merged = dict(self._extensions(barrage)) if self._extensions else {}
+        merged.update(extensions or {})
+        return encode_barrage(barrage, source=self.source, extensions=merged)
+
     def _produce(
         self,
         producer: Any,
@@ -366,9 +373,7 @@ class KafkaPublisher:
     ) -> str | None:
         """Queue one record; the reason it could not be queued, or None."""
         try:
-            merged = dict(self._extensions(barrage)) if self._extensions else {}
-            merged.update(extensions or {})
-            message = encode_barrage(barrage, source=self.source, extensions=merged)
+            message = self.encode(barrage, extensions)
         except Exception as exc:  # a bad hook or attribute fails this barrage, not the batch
             return f"cannot encode: {exc}"
         callback = functools.partial(deliveries.on_delivery, index, barrage.id)

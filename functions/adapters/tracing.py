@@ -27,7 +27,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from functions.config import TracingConfig
 from handlers.model import Barrage, ProcessedBarrage
-from handlers.ports import Page, Publisher, PutResult, ResultStore
+from handlers.ports import AsyncPublisher, Page, Publisher, PutResult, ResultStore
 
 log = logging.getLogger("barrage.tracing")
 _propagator = TraceContextTextMapPropagator()
@@ -196,6 +196,26 @@ class TracingPublisher:
         attributes = {"messaging.destination.name": self.destination, "messaging.batch.message_count": len(barrages)}
         with self.tracing.span(f"publish {self.destination}", kind=SpanKind.PRODUCER, attributes=attributes):
             self.inner.publish_many(barrages)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class AsyncTracingPublisher:
+    """``TracingPublisher`` for an ``AsyncPublisher``: the span stays current across the await."""
+
+    def __init__(self, inner: AsyncPublisher, tracing: Tracing, destination: str) -> None:
+        self.inner = inner
+        self.tracing = tracing
+        self.destination = destination
+
+    async def publish_many(self, barrages: Sequence[Barrage]) -> None:
+        if not self.tracing.enabled:
+            await self.inner.publish_many(barrages)
+            return
+        attributes = {"messaging.destination.name": self.destination, "messaging.batch.message_count": len(barrages)}
+        with self.tracing.span(f"publish {self.destination}", kind=SpanKind.PRODUCER, attributes=attributes):
+            await self.inner.publish_many(barrages)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -16,6 +16,9 @@
   const COLOUR_RE = /^#[0-9a-fA-F]{6}$/;
 
   const $ = (id) => document.getElementById(id);
+  // The server says whether it streams here (FC's built-in runtimes cannot): no SSE attempt where it would fail.
+  const streamMeta = document.querySelector('meta[name="barrage-stream"]');
+  const STREAMS_OFFERED = !streamMeta || streamMeta.getAttribute("content") !== "off";
   const stage = $("stage");
   const roomSelect = $("room");
   const transportBadge = $("transport");
@@ -219,7 +222,7 @@
       state.pollTimer = setTimeout(connect, 1000);
       return;
     }
-    if (window.EventSource) openStream(generation);
+    if (STREAMS_OFFERED && window.EventSource) openStream(generation);
     else startPolling(generation);
   }
 
