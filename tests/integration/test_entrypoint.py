@@ -107,7 +107,8 @@ def dockerfile_app() -> str:
 
 def environment(tmp_path: Path, role: str, workload_class: str, port: int) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")}
-    return {**keep, "FUNCTIONS_APP": dockerfile_app(), "ROLE": role, "WORKERS": "1", "WORKLOAD_CLASS": workload_class, "HOST": "127.0.0.1", "PORT": str(port),
+    return {**keep, "FUNCTIONS_APP": dockerfile_app(), "ROLE": role, "WORKERS": "1",
+            "WORKLOAD_CLASS": workload_class, "HOST": "127.0.0.1", "PORT": str(port),
             "BARRAGE_BUS": "memory", "BARRAGE_DB": str(tmp_path / "barrage.db"), "THREADS": "2",
             "PYTHONDONTWRITEBYTECODE": "1"}
 

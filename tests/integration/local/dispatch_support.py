@@ -48,7 +48,8 @@ class Recorder:
             self.attempts[event_id] = seen + 1
         if event_id and seen < self.fail_first:
             body = b'{"error": {"status": 503, "message": "injected"}}'
-            await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": body})
             return
         statuses: list[int] = []

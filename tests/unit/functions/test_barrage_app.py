@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,14 @@ def context(request_id: str = "req-1") -> FcContext:
 
 def stored(room: str) -> list[str]:
     return [item.text for item in barrage_app.app.instance().deps.store.latest(room, 10).items]
+
+
+def get(path: str, query: dict[str, str]) -> dict[str, Any]:
+    event = json.loads(golden("fc_http_event_get.json"))
+    event["rawPath"], event["queryParameters"] = path, query
+    event["requestContext"]["http"]["path"] = path
+    answer: dict[str, Any] = barrage_app.homepage(json.dumps(event).encode(), context())
+    return answer
 
 
 def process(payload: bytes, ctx: FcContext | None = None) -> dict[str, Any]:
@@ -114,3 +123,51 @@ def test_sts_keys_are_read_per_invocation() -> None:
     assert source.current() is not None and source.current().access_key_id == "STS.1"  # type: ignore[union-attr]
     process(golden("fc_kafka_rawdata.json"), keys(2))
     assert source.current().security_token == "tok2"  # type: ignore[union-attr]
+
+
+def test_fc3_http_event_posts_then_reads_back() -> None:
+    answer = barrage_app.homepage(golden("fc_http_event.json"), context())
+    assert answer["statusCode"] == 202 and answer["isBase64Encoded"] is False
+    assert answer["headers"]["content-type"].startswith("application/json")
+    answer = barrage_app.homepage(golden("fc_http_event_base64.json"), context())
+    assert answer["statusCode"] == 202
+    items = json.loads(get("/api/barrages", {"room": "room-9", "limit": "10"})["body"])["items"]
+    assert sorted(i["text"] for i in items) == ["base64 body é", "via fc3 http"]
+
+
+def test_http_event_rejects_something_else() -> None:
+    with pytest.raises(InvalidInvocation, match="no invocation shape"):
+        barrage_app.homepage(b'{"hello": 1}', context())
+
+
+def test_api_gateway_event_shape_is_inferred() -> None:
+    event = {"path": "/healthz", "httpMethod": "GET", "headers": {}, "queryParameters": {}, "body": "",
+             "isBase64Encoded": False}
+    assert barrage_app.homepage(json.dumps(event), context())["statusCode"] == 200
+
+
+def test_the_page_is_served_as_text_and_the_static_files_with_their_types() -> None:
+    page = get("/", {})
+    assert page["statusCode"] == 200 and page["isBase64Encoded"] is False and "<html" in page["body"].lower()
+    assert "content-security-policy" in {k.lower() for k in page["headers"]}
+
+
+def test_wsgi_binding_with_the_fc_environ() -> None:
+    environ: dict[str, Any] = json.loads(golden("fc_wsgi_environ.json"))
+    environ["wsgi.input"] = io.BytesIO(environ.pop("body").encode())
+    environ.update({"wsgi.url_scheme": "http", "wsgi.errors": io.StringIO(), "wsgi.version": (1, 0),
+                    "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False,
+                    "fc.context": context()})
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        seen["status"] = status
+
+    body = b"".join(barrage_app.homepage(environ, start_response))
+    assert int(seen["status"].split()[0]) == 200 and json.loads(body)["status"] == "ok"
+
+
+def test_static_files_keep_their_type_and_arrive_as_text() -> None:
+    answer = get("/static/app.js", {})
+    assert answer["statusCode"] == 200 and "javascript" in answer["headers"]["content-type"]
+    assert answer["isBase64Encoded"] is False and "function" in answer["body"]
