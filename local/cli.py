@@ -21,6 +21,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "build": "local.build:build",
     "send": "local.send:send",
     "render": "local.render:render",
+    "run": "local.run:run",
 }
 
 
