@@ -5,6 +5,8 @@
     store: a SQLite file, or the Tablestore emulator (``--store tablestore``)
 
 ``--bus memory`` keeps the single-process mode: the HomePage processes in-process.
+The run file (``stack.json`` in the data directory) records the processes and ports of the stack
+that runs; ``prepare_stack`` stops whatever an earlier stack on that directory left running.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
-from local.supervisor import ChildSpec, Supervisor
+from local.runfile import RUN_FILE_NAME, RunFileError, stop_previous_stack
+from local.supervisor import ChildSpec, StackError, Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS_SOURCE = REPO_ROOT / "functions" / "main.py"
@@ -113,6 +116,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
             _barrage("emulate", "tablestore", "--port", str(options.tablestore_port),
                      "--data", str(data_dir / "tablestore.db")),
             health_url=f"{endpoint}/_emulator/faults", ports=(options.tablestore_port,),
+            stop_signal=signal.SIGINT,  # its Ctrl-C path closes the SQLite file
         ))
         urls["tablestore"] = endpoint
     if options.bus == "memory":
@@ -132,6 +136,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
             _barrage("broker", "--port", str(options.broker_port), "--topic", "barrage-info",
                      "--topic", "barrage-info.dlq"),
             ready=_broker_ready(bootstrap), ports=(options.broker_port,),
+            stop_signal=signal.SIGINT,  # reaches Tansu too: on SIGTERM it waits ~5 s for clients
         ))
         urls["kafka"] = bootstrap
     concurrency = options.container_concurrency
@@ -167,9 +172,15 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
     return specs, urls
 
 
-def run_stack(options: StackOptions) -> tuple[Supervisor, dict[str, str]]:
+def prepare_stack(options: StackOptions, say: Callable[[str], None], out: IO[str] = sys.stdout,
+                  ) -> tuple[Supervisor, dict[str, str]]:
+    """The stack's supervisor, not started, once whatever an earlier stack on the same data
+    directory left running is stopped. StackError if that cannot be done."""
     options.data_dir.mkdir(parents=True, exist_ok=True)
+    run_file = options.data_dir.resolve() / RUN_FILE_NAME
+    try:
+        stop_previous_stack(run_file, say)
+    except RunFileError as exc:
+        raise StackError(str(exc)) from None
     specs, urls = stack_specs(options)
-    supervisor = Supervisor(specs)
-    supervisor.start()
-    return supervisor, urls
+    return Supervisor(specs, out=out, run_file=run_file), urls
