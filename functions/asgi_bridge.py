@@ -108,7 +108,9 @@ async def _run(app: ASGIApp, scope: dict[str, Any], body: bytes | _Readable) -> 
         nonlocal status
         if message["type"] == "http.response.start":
             status = int(message["status"])
-            response_headers.extend((k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", []))
+            # ASGI names are lower case; FC's answers (a JSON object of headers) keep the usual spelling.
+            response_headers.extend((_title(k.decode("latin-1")), v.decode("latin-1"))
+                                    for k, v in message.get("headers", []))
         elif message["type"] == "http.response.body":
             chunks.append(bytes(message.get("body", b"")))
             if not message.get("more_body", False):
@@ -119,6 +121,10 @@ async def _run(app: ASGIApp, scope: dict[str, Any], body: bytes | _Readable) -> 
     finally:
         answered.set()
     return AsgiAnswer(status, response_headers, b"".join(chunks))
+
+
+def _title(name: str) -> str:
+    return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
 
 
 def wsgi_app(app: ASGIApp) -> WsgiApp:
