@@ -297,6 +297,7 @@ class KafkaPublisher:
         self._lock = threading.Lock()
         self._fatal: str | None = None
         self._closed = False
+        self._before_close: list[Callable[[], None]] = []
         self._producer: Any = producer_factory(self._config)
 
     def _on_error(self, err: KafkaError) -> None:
@@ -392,6 +393,10 @@ class KafkaPublisher:
             except KafkaException as exc:
                 return f"cannot queue: {exc.args[0].str() if exc.args else exc}"
 
+    def before_close(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` in ``close``, after the flush and before the producer is destroyed."""
+        self._before_close.append(hook)
+
     def flush(self, timeout_s: float | None = None) -> int:
         """Wait for outstanding records; returns how many are still not delivered."""
         limit = self.settings.publish_timeout_s if timeout_s is None else timeout_s
@@ -404,6 +409,8 @@ class KafkaPublisher:
                 return
             self._closed = True
         remaining = self.flush(timeout_s)
+        for hook in self._before_close:  # e.g. a delivery poller: no thread may poll a closed producer
+            hook()
         if remaining:
             _log.warning("closing Kafka producer with %d record(s) undelivered", remaining)
             # Give up on them now (their callers already got or will get PublishError), so the

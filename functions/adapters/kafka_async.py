@@ -141,6 +141,7 @@ class AsyncKafkaPublisher:
     def __init__(self, publisher: KafkaPublisher, poller: DeliveryPoller | None = None) -> None:
         self.publisher = publisher
         self.poller = poller if poller is not None else DeliveryPoller(publisher)
+        publisher.before_close(self.poller.stop)
 
     async def publish_many(self, barrages: Sequence[Barrage], *, extensions: Mapping[str, str] | None = None) -> None:
         if not barrages:

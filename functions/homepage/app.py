@@ -293,6 +293,8 @@ def create_app(services: Services, options: HomePageOptions | None = None) -> St
         ],
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler},
     )
+    # As before: "/healthz/" is not "/healthz" (no redirects to guess what was meant).
+    app.router.redirect_slashes = False
     app.state.services = services
     app.state.hub = hub
     app.state.load_runs = runs

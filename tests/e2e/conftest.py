@@ -1,4 +1,4 @@
-"""Browser tests against a real HomePage process: functions-framework on a free loopback port.
+"""Browser tests against a real HomePage process: functions-framework --asgi on a free loopback port.
 
 Chromium is Debian's (/usr/bin/chromium); Playwright's own browser download is not used.
 On failure, a screenshot of the page goes to artifacts/<test>.png.
@@ -57,17 +57,18 @@ class Server:
             return exc.code, json.loads(exc.read())
 
 
-@pytest.fixture(scope="session")
-def homepage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data = tmp_path_factory.mktemp("homepage")
+@contextlib.contextmanager
+def running_homepage(data: Path, **environ: str) -> Iterator[Server]:
+    """The HomePage as ``barrage up`` runs it: ``functions-framework --asgi`` on a free loopback port."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_SERVER", "OTS_ENDPOINT")}
-    env.update({"BARRAGE_DB": str(data / "barrage.db"), "BARRAGE_BUS": "memory", "PYTHONUNBUFFERED": "1"})
+    env.update({"BARRAGE_DB": str(data / "barrage.db"), "BARRAGE_BUS": "memory", "PYTHONUNBUFFERED": "1",
+                **environ})
     log_path = data / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "functions_framework", "--source", "functions/main.py", "--target", "homepage",
-             "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "functions_framework", "--asgi", "--source", "functions/main.py",
+             "--target", "homepage", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so teardown also ends gunicorn's worker
         )
@@ -89,7 +90,7 @@ def homepage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
         yield Server(base_url, process, log_path)
     finally:
         # SIGINT is gunicorn's quick shutdown; a worker still holding an event stream is
-        # only let go at gunicorn's graceful timeout, so do not wait for that.
+        # only let go at the graceful timeout, so do not wait for that.
         process.send_signal(signal.SIGINT)
         try:
             process.wait(3)
@@ -99,6 +100,19 @@ def homepage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # a worker orphaned mid-stream
+
+
+@pytest.fixture(scope="session")
+def homepage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_homepage(tmp_path_factory.mktemp("homepage")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def polling_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A HomePage that does not stream (``BARRAGE_MAX_STREAMS=0``, as on FC's built-in runtimes)."""
+    with running_homepage(tmp_path_factory.mktemp("homepage-polling"), BARRAGE_MAX_STREAMS="0") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

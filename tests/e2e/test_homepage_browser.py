@@ -110,6 +110,20 @@ def test_polling_when_there_is_no_event_source(page: Any, homepage_server: Serve
     assert_clean(probe)
 
 
+def test_page_polls_from_the_start_where_the_server_does_not_stream(
+        page: Any, polling_server: Server, probe: PageProbe) -> None:
+    streams: list[str] = []
+    page.on("request", lambda request: streams.append(request.url) if "/api/stream" in request.url else None)
+    room = open_room(page, polling_server, "nostream")
+    assert page.locator("#transport").get_attribute("data-mode") == "polling"
+    text = f"polled without sse {uuid.uuid4().hex[:6]}"
+    status, _ = polling_server.post_json("/api/barrages", {"room": room, "user": "carol", "text": text})
+    assert status == 202
+    flying(page, text).wait_for(state="visible")
+    assert streams == [], f"the page tried event streams: {streams}"
+    assert_clean(probe)
+
+
 def test_write_docs_screenshot(page: Any, homepage_server: Server, probe: PageProbe) -> None:
     """A busy room fills many lanes at once; the picture goes to artifacts/homepage.png.
 

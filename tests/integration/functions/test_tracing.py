@@ -13,6 +13,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.testclient import TestClient
 from werkzeug.serving import make_server
 
 from functions.adapters.kafka import KafkaSettings, publisher_from_config
@@ -71,7 +72,7 @@ def test_a_barrage_is_one_trace_from_send_to_store(kafka_broker: LocalBroker, tm
     publisher = TracingPublisher(kafka, sender, topic)
     homepage_settings = Settings.from_environ({"KAFKA_SERVER": kafka_broker.bootstrap, "KAFKA_TOPIC": topic})
     homepage_store = TracingStore(MemoryResultStore(), sender)
-    homepage = create_app(
+    homepage_app = create_app(
         Services(
             homepage_settings,
             homepage_store,
@@ -80,11 +81,12 @@ def test_a_barrage_is_one_trace_from_send_to_store(kafka_broker: LocalBroker, tm
             process_config(homepage_settings),
             tracing=sender,
         )
-    ).test_client()
-    response = homepage.post("/api/barrages", json={"room": "traced", "user": "u1", "text": "follow me"})
-    assert response.status_code == 202, response.get_json()
-    (accepted,) = response.get_json()["accepted"]
-    assert homepage.get("/api/barrages?room=traced").status_code == 200
+    )
+    with TestClient(homepage_app) as homepage:
+        response = homepage.post("/api/barrages", json={"room": "traced", "user": "u1", "text": "follow me"})
+        assert response.status_code == 202, response.json()
+        (accepted,) = response.json()["accepted"]
+        assert homepage.get("/api/barrages?room=traced").status_code == 200
     kafka.close()
 
     settings = Settings.from_environ({})

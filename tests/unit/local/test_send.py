@@ -21,6 +21,7 @@ from functions.wiring import Services, process_config
 from handlers.ports import SystemClock
 from local.cli import main
 from local.send import summary_table
+from tests.asgi_server import serving
 
 
 def serve(app: Any) -> Iterator[str]:
@@ -41,7 +42,8 @@ def homepage(tmp_path: Path) -> Iterator[tuple[str, MemoryResultStore]]:
     store = MemoryResultStore()
     services = Services(settings, store, InProcessPublisher(store, clock, process_config(settings)), clock,
                         process_config(settings))
-    yield from ((url, store) for url in serve(create_app(services, HomePageOptions())))
+    with serving(create_app(services, HomePageOptions())) as url:
+        yield url, store
     services.close()
 
 
