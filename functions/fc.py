@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from functions.asgi import HttpResponse
+from functions.asgi import HttpResponse as HttpResponse  # re-exported: the local FC runtime answers with it
 from functions.lifecycle import AccessKey
 
 log = logging.getLogger("functions.fc")

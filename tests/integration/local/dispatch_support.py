@@ -23,7 +23,7 @@ from functions.processor import process_records
 from functions.wiring import Services, process_config
 from handlers.model import Barrage, new_id
 from handlers.ports import SystemClock
-from tests.servers import serve_asgi
+from tests.asgi_server import serving
 
 BASE_MS = 1_767_225_600_000
 
@@ -82,8 +82,8 @@ def running_processor(db: Path, fail_first: int = 0) -> Iterator[Processor]:
                              environ={})
     function = app.event("processor", batch=True)(process_records)
     recorder = Recorder(sink_app(function, concurrency=0), fail_first=fail_first)
-    with serve_asgi(recorder) as url:
-        yield Processor(url, store, recorder)
+    with serving(recorder) as base:
+        yield Processor(f"{base}/", store, recorder)
     store.close()
 
 

@@ -95,10 +95,10 @@ def test_full_package_imports_in_a_fresh_python310_venv(tmp_path: Path) -> None:
     assert report["version"] == [3, 10] and report["stored"] == 2
     assert report["fc_file"].startswith(str(code))  # the package's copy, not the source tree
     assert report["kafka"] == "2.16.1"
-    print(f"functions.fc import in the fresh 3.10 venv: {report['import_ms']:.1f} ms")
+    print(f"functions.barrage_app import in the fresh 3.10 venv: {report['import_ms']:.1f} ms")
     bench = subprocess.run([sys.executable, str(REPO / "bench/fc_import.py"), "--python", str(venv / "bin/python"),
                             "--path", str(code), "--runs", "3"], capture_output=True, text=True)
     assert bench.returncode == 0, bench.stderr
     figures = json.loads(bench.stdout.strip().splitlines()[-1])
-    assert figures["functions.fc"] is not None
+    assert figures["functions.barrage_app"] is not None
     print(bench.stdout)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+
+from functions.asgi import Receive, Scope, Send
 
 
-async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def echo(scope: Scope, receive: Receive, send: Send) -> None:
     body = b""
     while True:
         message = await receive()

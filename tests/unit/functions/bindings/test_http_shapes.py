@@ -6,7 +6,7 @@ import base64
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -26,7 +26,8 @@ web = app.http("web", asgi=echo)
 
 
 def golden(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS / name).read_text(encoding="utf-8"))
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text(encoding="utf-8"))
+    return event
 
 
 def test_fc3_event_becomes_the_request_and_the_answer_the_fc3_shape() -> None:
@@ -100,7 +101,7 @@ def test_bad_base64_is_a_clear_error() -> None:
 class PathOnly:
     """A user-supplied shape: ``{"go": "/path"}`` is a GET of that path."""
 
-    name = "path-only"
+    name: ClassVar[str] = "path-only"
 
     @classmethod
     def infer(cls, event: Any, context: Any) -> bool:
