@@ -144,7 +144,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
         concurrency = container_concurrency_from_manifests()
     processor_url = f"http://127.0.0.1:{options.processor_port}/"
     specs.append(ChildSpec(
-        "processor", _ff("process", "127.0.0.1", options.processor_port),
+        "processor", _ff("processor", "127.0.0.1", options.processor_port),
         env={**store_env, "ROLE": "processor", "CONTAINER_CONCURRENCY": str(concurrency),
              "WORKERS": str(options.processors)},
         health_url=f"{processor_url}healthz", ports=(options.processor_port,),
