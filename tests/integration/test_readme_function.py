@@ -57,7 +57,7 @@ def test_the_hello_function_runs_as_written(tmp_path: Path) -> None:
         def healthy() -> bool:
             try:
                 with urllib.request.urlopen(url + "healthz", timeout=1) as answer:
-                    return answer.status == 200
+                    return bool(answer.status == 200)
             except OSError:
                 return False
 
