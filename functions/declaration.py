@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Role = Literal["homepage", "processor"]
+Role = str  # the function's name in its app (barrage: homepage, processor)
 KnativeWorkload = Literal["eci", "fc"]
 
 

@@ -289,6 +289,11 @@ def _kafka_source(function: Function, trigger: KafkaTrigger, deployment: Deploym
     }
 
 
+def kafka_source_document(function: Function, trigger: KafkaTrigger, deployment: Deployment) -> dict[str, Any]:
+    """The KafkaSource a Kafka trigger becomes on Knative (``barrage up --app`` feeds its dispatcher this)."""
+    return _kafka_source(function, trigger, deployment)
+
+
 def render_knative(deployment: Deployment = DEPLOYMENT) -> dict[str, str]:
     """knative/*.yaml (everything but the hand-written examples), keyed by file name."""
     files: dict[str, str] = {}

@@ -77,7 +77,7 @@ def test_function_error_is_unhandled_invocation_error(client: Any) -> None:
     with pytest.raises(fc2.fc_exceptions.FcError) as caught:
         sync(client, "barrage-processor", b"this is not json")
     error = json.loads(caught.value.message)
-    assert error["errorType"] == "InvalidEvent" and "not valid JSON" in error["errorMessage"]
+    assert error["errorType"] == "InvalidInvocation" and "not JSON" in error["errorMessage"]
     assert isinstance(error["stackTrace"], list)
 
 
