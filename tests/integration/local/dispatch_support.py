@@ -23,6 +23,9 @@ from functions.processor_http import create_processor_app
 from functions.wiring import Services, process_config
 from handlers.model import Barrage, new_id
 from handlers.ports import SystemClock
+from local.kafkasource.dispatcher import DeadLetterProducer, Dispatcher, DispatchOptions
+from local.kafkasource.manifest import KafkaSourceSpec
+from local.kafkasource.run import kafka_consumer_factory
 
 BASE_MS = 1_767_225_600_000
 
@@ -118,11 +121,17 @@ def offsets_by_id(bootstrap: str, topic: str, partitions: int, expected: int) ->
     return found
 
 
-def write_manifest(path: Path, topic: str, group: str, ordering: str = "ordered", retry: int = 5) -> Path:
-    document = {
+def write_manifest(
+    path: Path, topic: str, group: str, ordering: str = "ordered", retry: int = 5, *,
+    dead_letter_uri: str | None = None, key_type: str | None = None,
+) -> Path:
+    metadata: dict[str, Any] = {"name": "barrage-source", "namespace": "default"}
+    if key_type is not None:
+        metadata["labels"] = {"kafkasources.sources.knative.dev/key-type": key_type}
+    document: dict[str, Any] = {
         "apiVersion": "sources.knative.dev/v1",
         "kind": "KafkaSource",
-        "metadata": {"name": "barrage-source", "namespace": "default"},
+        "metadata": metadata,
         "spec": {
             "consumerGroup": group,
             "bootstrapServers": ["ignored:9092"],
@@ -133,5 +142,86 @@ def write_manifest(path: Path, topic: str, group: str, ordering: str = "ordered"
             "sink": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "barrage-process"}},
         },
     }
+    if dead_letter_uri is not None:
+        document["spec"]["delivery"]["deadLetterSink"] = {"uri": dead_letter_uri}
     path.write_text(yaml.safe_dump(document))
     return path
+
+
+Answer = tuple[int, list[tuple[str, str]], bytes]
+
+
+@dataclass
+class Sink:
+    """A recording HTTP sink: every request's headers (lower-case names) and body, and its answer."""
+
+    url: str
+    requests: list[tuple[dict[str, str], bytes]]
+    lock: threading.Lock
+
+    def received(self) -> list[tuple[dict[str, str], bytes]]:
+        with self.lock:
+            return list(self.requests)
+
+    def positions(self) -> set[tuple[int, int]]:
+        """(partition, offset) of every event received, from the knativekafka* extensions."""
+        return {(int(h["ce-knativekafkapartition"]), int(h["ce-knativekafkaoffset"])) for h, _ in self.received()}
+
+
+@contextmanager
+def running_sink(answer: Callable[[dict[str, str], bytes], Answer] | None = None) -> Iterator[Sink]:
+    """A sink on 127.0.0.1 answering ``answer(headers, body)`` (default 202, no body)."""
+    requests: list[tuple[dict[str, str], bytes]] = []
+    lock = threading.Lock()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        headers = {key[5:].lower().replace("_", "-"): str(value) for key, value in environ.items()
+                   if key.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        status, reply_headers, reply = answer(headers, body) if answer else (202, [], b"")
+        with lock:
+            requests.append((headers, body))
+        start_response(f"{status} X", reply_headers)
+        return [reply]
+
+    server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Sink(f"http://127.0.0.1:{server.server_port}/", requests, lock)
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@contextmanager
+def running_dispatcher(
+    bootstrap: str, spec: KafkaSourceSpec, options: DispatchOptions,
+    dead_letter_producer: DeadLetterProducer | None = None,
+) -> Iterator[Dispatcher]:
+    """One Dispatcher of ``spec``'s group on the real broker, until the block ends."""
+    spec = spec.with_bootstrap((bootstrap,))
+    settings = KafkaSettings(servers=(bootstrap,), topic=spec.topics[0])
+    dispatcher = Dispatcher(spec, options, kafka_consumer_factory(spec, settings), dead_letter_producer)
+    until = threading.Event()
+    thread = threading.Thread(target=dispatcher.run, args=(until,), daemon=True)
+    thread.start()
+    try:
+        yield dispatcher
+    finally:
+        until.set()
+        thread.join(30)
+        assert not thread.is_alive(), "dispatcher did not stop"
+
+
+def committed_and_end(bootstrap: str, group: str, topic: str, partitions: int) -> tuple[list[int], list[int]]:
+    """The group's committed next-offsets and the topic's end offsets, per partition."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
+    finally:
+        consumer.close()
+    return [max(c.offset, 0) for c in committed], list(ends)

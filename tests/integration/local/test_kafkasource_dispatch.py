@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -131,13 +132,16 @@ def test_poison_record_goes_to_the_dlq_with_its_reason(
             wait_for(lambda: processor.store.count() >= 200, 60, "200 stored barrages")
             dead = read_topic(kafka_broker.bootstrap, f"{topic}.dlq", 1)
         assert sorted(stored_ids(processor)) == sorted(b.id for b in good)
+        processor_url = processor.url
     assert len(dead) == 1
     headers, value = dead[0]
-    assert value == b'{"this": "is not a barrage"}'
+    assert value == b'{"this": "is not a barrage"}'  # the original record, with EKB's dead-letter extensions
     assert headers["knativeerrorcode"] == b"400"
-    assert (
-        b"sent_at: is required" in headers["knativeerrorreason"] or b"id: is required" in headers["knativeerrorreason"]
-    )
+    reply = base64.b64decode(headers["knativeerrordata"])
+    assert b"sent_at: is required" in reply or b"id: is required" in reply
+    assert headers["knativeerrordest"] == processor_url.encode()
+    assert {"knativekafkapartition", "knativekafkaoffset"} <= set(headers)
+    assert "knativeerrorreason" not in headers
 
 
 def test_dead_letter_sink_url_receives_the_event(kafka_broker: LocalBroker, tmp_path: Path) -> None:
@@ -167,6 +171,9 @@ def test_dead_letter_sink_url_receives_the_event(kafka_broker: LocalBroker, tmp_
     assert headers["HTTP_CE_KNATIVEERRORCODE"] == "400"
     assert headers["HTTP_CE_KNATIVEERRORDEST"] == processor.url
     assert headers["HTTP_CE_TYPE"] == "dev.knative.kafka.event"
+    assert b"not JSON" in base64.b64decode(headers["HTTP_CE_KNATIVEERRORDATA"])  # the processor's 400 reply
+    assert headers["HTTP_CE_KNATIVEKAFKAOFFSET"] == "0"
+    assert "HTTP_CE_KNATIVEERRORREASON" not in headers
 
 
 def test_batch_delivery_exactly_once(kafka_broker: LocalBroker, tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from local.kafkasource.dispatcher import OffsetTracker, is_retryable
+from local.kafkasource.dispatcher import OffsetTracker, Reply, dead_letter_extensions, is_retryable
 
 
 @pytest.mark.parametrize(
@@ -35,3 +37,27 @@ def test_finishing_an_unknown_offset_changes_nothing() -> None:
     tracker.add(5)
     tracker.finish(99)
     assert tracker.to_commit() is None
+
+
+def test_dead_letter_extensions_with_a_reply() -> None:
+    body = b"A" * 1030
+    reply = Reply(422, (("Kne-TestError", "hello"), ("kne-bad_name", "x"), ("something", "nope")), body)
+    extensions = dead_letter_extensions("http://sink/", reply, None)
+    assert extensions == {
+        "testerror": "hello",  # kne- stripped and lower-cased, as EKB does
+        "knativeerrorcode": "422",
+        "knativeerrordata": base64.b64encode(b"A" * 1024).decode(),  # at most 1024 bytes
+        "knativeerrordest": "http://sink/",
+    }
+    assert "knativeerrorreason" not in extensions
+
+
+def test_dead_letter_extensions_without_a_reply() -> None:
+    # A transport error: EKB only names the destination; no code, since nothing answered.
+    assert dead_letter_extensions("http://sink/", None, None) == {"knativeerrordest": "http://sink/"}
+    # A record that could not be mapped (no request at all): the reason is the error data.
+    extensions = dead_letter_extensions("http://sink/", None, "record has no value")
+    assert base64.b64decode(extensions["knativeerrordata"]) == b"record has no value"
+    assert "knativeerrorcode" not in extensions
+    # An empty reply body carries no data.
+    assert "knativeerrordata" not in dead_letter_extensions("http://sink/", Reply(500, (), b""), None)
