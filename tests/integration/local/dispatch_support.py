@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from functions.adapters.kafka import KafkaPublisher, KafkaSettings
@@ -216,12 +216,59 @@ def running_dispatcher(
         assert not thread.is_alive(), "dispatcher did not stop"
 
 
-def committed_and_end(bootstrap: str, group: str, topic: str, partitions: int) -> tuple[list[int], list[int]]:
-    """The group's committed next-offsets and the topic's end offsets, per partition."""
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
+    """The group's committed next-offset per partition (0 where nothing is committed)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
         committed = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
-        ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
     finally:
         consumer.close()
-    return [max(c.offset, 0) for c in committed], list(ends)
+    return [max(c.offset, 0) for c in committed]
+
+
+def produce_records(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """Produce ``records`` (keyword arguments of ``Producer.produce``) in order; their (partition, offset).
+
+    The positions come from the delivery reports: Tansu's high watermark lags after a batch of
+    several records, so the end of a partition is taken from what was written, not from the broker.
+    """
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    positions: list[tuple[int, int] | None] = [None] * len(records)
+
+    def report(index: int) -> Callable[[Any, Any], None]:
+        def on_delivery(err: Any, message: Any) -> None:
+            if err is None:
+                positions[index] = (message.partition(), message.offset())
+        return on_delivery
+
+    for index, record in enumerate(records):
+        producer.produce(topic, on_delivery=report(index), **record)
+    assert producer.flush(15) == 0
+    assert all(p is not None for p in positions), "a record was not acknowledged"
+    return [p for p in positions if p is not None]
+
+
+def ends_of(positions: Iterable[tuple[int, int]], partitions: int) -> list[int]:
+    """Per partition, the offset after the last of ``positions`` (0 where there is none)."""
+    ends = [0] * partitions
+    for partition, offset in positions:
+        ends[partition] = max(ends[partition], offset + 1)
+    return ends
+
+
+Delivered = tuple[dict[str, bytes], bytes]
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list[Delivered]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dlq-{topic}", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
+    found: list[Delivered] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(found) < expected and time.monotonic() < deadline:
+            for message in consumer.consume(100, 0.5):
+                if not message.error():
+                    found.append((header_map(message), message.value() or b""))
+    finally:
+        consumer.close()
+    return found

@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from functions.adapters.kafka import KafkaSettings
 from local.broker import LocalBroker
@@ -24,10 +23,10 @@ from local.kafkasource.manifest import load_manifest
 from local.kafkasource.run import run_dispatchers
 from tests.integration.local.dispatch_support import (
     Processor,
-    header_map,
     make_barrages,
     offsets_by_id,
     publish,
+    read_topic,
     running_processor,
     write_manifest,
 )
@@ -89,24 +88,6 @@ def test_transient_503s_are_retried_and_nothing_is_lost(kafka_broker: LocalBroke
             wait_for(lambda: processor.store.count() >= 300, 60, "300 stored barrages")
         assert sorted(stored_ids(processor)) == sorted(b.id for b in barrages)
         assert all(processor.recorder.attempts[b.id] == 3 for b in barrages)
-
-
-Delivered = tuple[dict[str, bytes], bytes]
-
-
-def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list[Delivered]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dlq-{topic}", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
-    found: list[Delivered] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(found) < expected and time.monotonic() < deadline:
-            for message in consumer.consume(100, 0.5):
-                if not message.error():
-                    found.append((header_map(message), message.value() or b""))
-    finally:
-        consumer.close()
-    return found
 
 
 @pytest.mark.parametrize("batch_size", [0, 50])
