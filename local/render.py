@@ -327,8 +327,8 @@ def render_knative(deployment: Deployment = DEPLOYMENT) -> dict[str, str]:
             )
             files[f"{trigger.dead_letter_service}.yaml"] = _dump(
                 [_dead_letter_service(trigger.dead_letter_service, deployment)],
-                "# Dead letters are logged (Knative's event_display): the KafkaSource adds knativeerrorcode /\n"
-                "# knativeerrordata extensions, so the log line says why. No KafkaSink or extra topic needed.\n",
+                "# Dead letters are logged (Knative's event_display): the KafkaSource adds knativeerrordest and,\n"
+                "# when the sink answered, knativeerrorcode / knativeerrordata, so the log line says why.\n",
             )
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
