@@ -379,26 +379,34 @@ class Dispatcher:
                 for partition in partitions:
                     self._busy[partition] = self._busy.get(partition, 0) + 1
             try:
-                try:
-                    finished = self._deliver(live)
-                except Exception as exc:
-                    # A failure of our own must not hold the partition: each record goes to the
-                    # dead letter with the reason (or is dropped), then its offset moves on.
-                    log.exception("dispatch of %d record(s) failed; dead-lettering them", len(live))
-                    reason = f"dispatcher failed to deliver the record: {type(exc).__name__}: {exc}"
-                    finished = all([self._dead_letter_failure(record, reason) for record in live])
-                if finished:
+                if self._finish_each(live):
                     for record in live:
                         tracker = self._trackers.get((record.topic, record.partition))
                         if tracker is not None:
                             tracker.finish(record.offset)
-            except Exception:  # only a dead-letter path that itself broke: logged, left for redelivery
-                log.exception("dead-lettering failed; records stay uncommitted")
             finally:
                 with self._lock:
                     for partition in partitions:
                         if partition in self._busy:
                             self._busy[partition] -= 1
+
+    def _finish_each(self, records: Sequence[Record]) -> bool:
+        """Deliver, dead-letter or drop every record; False only when abandoned (stop or revoke).
+
+        A failure of our own must not hold the partition: the records then go to the dead letter
+        with the reason, and if even that breaks they are dropped (logged, counted).
+        """
+        try:
+            return self._deliver(records)
+        except Exception as exc:
+            log.exception("dispatch of %d record(s) failed; dead-lettering them", len(records))
+            reason = f"dispatcher failed to deliver the record: {type(exc).__name__}: {exc}"
+        try:
+            return all([self._dead_letter_failure(record, reason) for record in records])
+        except Exception:
+            log.exception("dead-lettering failed; dropping %d record(s): %s", len(records), reason)
+            self.stats.add(dropped=len(records))
+            return True
 
     def _abandoned(self, records: Sequence[Record]) -> bool:
         return self._stopping.is_set() or any((r.topic, r.partition) in self._revoked for r in records)

@@ -1,10 +1,25 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from local.kafkasource.dispatcher import OffsetTracker, Reply, dead_letter_extensions, is_retryable
+from local.kafkasource.dispatcher import (
+    Dispatcher,
+    DispatchOptions,
+    OffsetTracker,
+    Reply,
+    dead_letter_extensions,
+    is_retryable,
+)
+from local.kafkasource.manifest import load_manifest
+from local.kafkasource.mapping import Record
+
+MANIFEST = Path(__file__).resolve().parents[3] / "knative" / "kafkasource.yaml"
 
 
 @pytest.mark.parametrize(
@@ -61,3 +76,76 @@ def test_dead_letter_extensions_without_a_reply() -> None:
     assert "knativeerrorcode" not in extensions
     # An empty reply body carries no data.
     assert "knativeerrordata" not in dead_letter_extensions("http://sink/", Reply(500, (), b""), None)
+
+
+class IdleConsumer:
+    def consume(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Any]:
+        return []
+
+    def commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None: ...
+    def pause(self, partitions: Sequence[tuple[str, int]]) -> None: ...
+    def resume(self, partitions: Sequence[tuple[str, int]]) -> None: ...
+    def close(self) -> None: ...
+
+
+class RecordingTopic:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[dict[str, str]] = []
+        self.fail = fail
+
+    def send(self, topic: str, record: Record, error_headers: dict[str, str]) -> None:
+        if self.fail:
+            raise RuntimeError("broker gone")
+        self.sent.append(error_headers)
+
+
+@dataclass(frozen=True)
+class PlainRecord:
+    topic: str = "barrage-info"
+    partition: int = 0
+    offset: int = 3
+    timestamp_ms: int | None = None
+    key: bytes | None = None
+    value: bytes | None = b"{}"
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+
+def dispatcher_with(topic: RecordingTopic, retry: int = 0) -> Dispatcher:
+    spec = load_manifest(MANIFEST)
+    spec = replace(spec, delivery=replace(spec.delivery, retry=retry, backoff_delay_s=0))
+    options = DispatchOptions(sink_url="http://127.0.0.1:9/", dead_letter_topic="barrage-info.dlq")
+    return Dispatcher(spec, options, lambda _assign, _revoke: IdleConsumer(), topic, sleep=lambda _s: False)
+
+
+def test_a_failure_of_our_own_dead_letters_the_record_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    topic = RecordingTopic()
+    dispatcher = dispatcher_with(topic)
+
+    def broken(_records: Sequence[Record]) -> bool:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(dispatcher, "_deliver", broken)
+    assert dispatcher._finish_each([PlainRecord()]) is True  # finished: the offset may move on
+    (extensions,) = topic.sent
+    assert b"KeyError" in base64.b64decode(extensions["knativeerrordata"])
+    assert extensions["knativekafkaoffset"] == "3" and "knativeerrorcode" not in extensions
+    assert dispatcher.stats.unmappable == 1 and dispatcher.stats.dead_lettered == 1
+
+
+def test_a_dead_letter_topic_that_keeps_failing_drops_after_the_retries() -> None:
+    topic = RecordingTopic(fail=True)
+    dispatcher = dispatcher_with(topic, retry=2)
+    assert dispatcher._dead_letter_failure(PlainRecord(), "no value") is True
+    assert dispatcher.stats.dropped == 1 and dispatcher.stats.dead_lettered == 0
+
+
+def test_even_a_broken_dead_letter_path_does_not_hold_the_partition(monkeypatch: pytest.MonkeyPatch) -> None:
+    dispatcher = dispatcher_with(RecordingTopic())
+
+    def broken(*_args: object) -> bool:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(dispatcher, "_deliver", broken)
+    monkeypatch.setattr(dispatcher, "_dead_letter_failure", broken)
+    assert dispatcher._finish_each([PlainRecord(), PlainRecord(offset=4)]) is True
+    assert dispatcher.stats.dropped == 2
