@@ -30,6 +30,7 @@ from local.kafkasource.mapping import (
     to_event,
     to_structured,
 )
+from tests.golden import http_event
 
 CONTEXT = SourceContext("/apis/v1/namespaces/default/kafkasources/barrage-source")
 SOURCE = CONTEXT.source("barrage-info")
@@ -299,3 +300,17 @@ def test_every_record_maps_to_a_sendable_event_or_names_why_not(record: FakeReco
     assert headers["ce-knativekafkaoffset"] == str(record.offset)
     assert body == (event.data or b"")
     json.loads(batch_body([to_structured(event)]))
+
+
+def test_the_golden_kafkasource_deliveries_are_what_the_dispatcher_sends() -> None:
+    golden_headers, golden_body = http_event("kafkasource_binary_plain.json")
+    plain = FakeRecord(partition=1, offset=42, timestamp_ms=1_767_225_600_000, key=b"room-1", value=golden_body,
+                       headers={"origin": b"seed", "content-type": b"application/json"})
+    assert binary_request(to_event(plain, CONTEXT)) == (golden_headers, golden_body)
+    golden_headers, golden_body = http_event("kafkasource_binary_forwarded.json")
+    forwarded = FakeRecord(partition=1, offset=42, value=golden_body, headers={
+        **{"ce_" + name[3:]: value.encode() for name, value in golden_headers.items()
+           if name.startswith("ce-") and not name.startswith("ce-knativekafka")},
+        "content-type": b"application/json",
+    })
+    assert binary_request(to_event(forwarded, CONTEXT)) == (golden_headers, golden_body)
