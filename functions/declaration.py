@@ -14,6 +14,8 @@ from typing import Literal
 
 Role = str  # the function's name in its app (barrage: homepage, processor)
 KnativeWorkload = Literal["eci", "fc"]
+# sources.knative.dev/v1 is served from knative-v1.16; older Knative Eventing serves v1beta1 only.
+KafkaSourceApiVersion = Literal["sources.knative.dev/v1", "sources.knative.dev/v1beta1"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class KafkaTrigger:
     dead_letter_service: str = "barrage-dead-letter"  # Knative: a Service; FC: an MNS queue (BARRAGE_DLQ_ARN)
     batch_count: int = 100  # FC only: Knative's KafkaSource does not batch
     batch_window_s: int = 3
+    knative_api_version: KafkaSourceApiVersion = "sources.knative.dev/v1"  # Knative only
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,23 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class EciPlacement:
+    """Knative workload "eci": how the pods land on Alibaba Cloud Elastic Container Instances.
+
+    ASK (ACK Serverless) runs every pod on ECI; on ACK only pods labelled
+    ``alibabacloud.com/eci: "true"`` go there, so the label is rendered unless ``label`` is off.
+    """
+
+    label: bool = True
+    # k8s.aliyun.com/eci-use-specs: ECS instance types or "<vCPU>-<memory>Gi" sizes, in order of
+    # preference; unset, ECI sizes the instance from the requests (rounded up to an ECI size).
+    use_specs: tuple[str, ...] = ()
+    # k8s.aliyun.com/eci-imc-id: pin an image cache; unset, eci-auto-imc (on by default) picks one.
+    image_cache_id: str | None = None
+    auto_image_cache: bool | None = None  # k8s.aliyun.com/eci-auto-imc, rendered only when declared
+
+
+@dataclass(frozen=True)
 class Function:
     key: str  # s.yaml resource key
     role: Role
@@ -98,6 +118,7 @@ class Function:
     resources: Resources
     env: tuple[Env, ...]
     knative_workload: KnativeWorkload = "eci"
+    eci: EciPlacement = EciPlacement()  # Knative workload "eci" only
     initializer: str | None = "functions.barrage_app.initializer"
 
 

@@ -6,11 +6,13 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
-from functions.declaration import DEPLOYMENT, KafkaTrigger
+from functions.declaration import DEPLOYMENT, EciPlacement, Function, KafkaSourceApiVersion, KafkaTrigger
 from local.cli import main
 from local.render import HEADER, RenderError, render_fc, render_files, render_knative
 
@@ -120,3 +122,56 @@ def test_runtime_requirements_match_pyproject() -> None:
         assert requirement.replace(" ", "") == pinned[_name(requirement)], f"{requirement} != pyproject"
     # Left out on purpose (local tooling only); anything else missing is a mistake.
     assert set(pinned) - {_name(r) for r in runtime} == {"aliyun-fc2", "pyyaml"}
+
+
+def _processor_with(**changes: object) -> Function:
+    from dataclasses import replace
+
+    processor = next(f for f in DEPLOYMENT.functions if isinstance(f.trigger, KafkaTrigger))
+    return replace(processor, **changes)  # type: ignore[arg-type]
+
+
+def _template(function: Function) -> dict[str, Any]:
+    from dataclasses import replace
+
+    rendered = render_knative(replace(DEPLOYMENT, functions=(function,)))[f"{function.service}.yaml"]
+    template: dict[str, Any] = yaml.safe_load(rendered.removeprefix(HEADER))["spec"]["template"]["metadata"]
+    return template
+
+
+def test_processor_on_eci_carries_the_eci_label_and_the_homepage_on_fc_does_not() -> None:
+    files = render_knative()
+    processor = yaml.safe_load(files["barrage-process.yaml"])["spec"]["template"]["metadata"]
+    homepage = yaml.safe_load(files["barrage-homepage.yaml"])["spec"]["template"]["metadata"]
+    assert processor["labels"]["alibabacloud.com/eci"] == "true"  # ACK schedules only labelled pods on ECI
+    assert "alibabacloud.com/eci" not in homepage["labels"]
+    assert not any(key.startswith("k8s.aliyun.com/") for key in processor["annotations"])  # none declared
+
+
+def test_declared_eci_specs_and_image_cache_are_rendered() -> None:
+    eci = EciPlacement(use_specs=("2-4Gi", "ecs.c6.large"), image_cache_id="imc-2ze5tm5gehgtiiga2y9a",
+                       auto_image_cache=False)
+    template = _template(_processor_with(eci=eci))
+    assert template["annotations"]["k8s.aliyun.com/eci-use-specs"] == "2-4Gi,ecs.c6.large"
+    assert template["annotations"]["k8s.aliyun.com/eci-imc-id"] == "imc-2ze5tm5gehgtiiga2y9a"
+    assert template["annotations"]["k8s.aliyun.com/eci-auto-imc"] == "false"
+    assert "k8s.aliyun.com/eci-image-snapshot-id" not in template["annotations"]  # the legacy name
+    assert "alibabacloud.com/eci" not in _template(_processor_with(eci=EciPlacement(label=False)))["labels"]
+
+
+@pytest.mark.parametrize("spec", ["2c4g", "2-4G", "ecs.c6", ""])
+def test_an_eci_spec_that_is_no_size_is_refused(spec: str) -> None:
+    with pytest.raises(RenderError, match="use_specs"):
+        _template(_processor_with(eci=EciPlacement(use_specs=(spec,))))
+
+
+@pytest.mark.parametrize("version", ["sources.knative.dev/v1", "sources.knative.dev/v1beta1"])
+def test_kafkasource_api_version_comes_from_the_declaration(version: KafkaSourceApiVersion) -> None:
+    from dataclasses import replace
+
+    processor = _processor_with()
+    assert isinstance(processor.trigger, KafkaTrigger)
+    declared = replace(processor, trigger=replace(processor.trigger, knative_api_version=version))
+    source = yaml.safe_load(render_knative(replace(DEPLOYMENT, functions=(declared,)))["kafkasource.yaml"])
+    assert source["apiVersion"] == version
+    assert yaml.safe_load(render_knative()["kafkasource.yaml"])["apiVersion"] == "sources.knative.dev/v1"
