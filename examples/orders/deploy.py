@@ -7,7 +7,7 @@ locally: the bundled broker, the KafkaSource-compatible dispatcher and both func
 
 from __future__ import annotations
 
-from functions.declaration import (
+from functions.app import (
     Deployment,
     Env,
     Function,
