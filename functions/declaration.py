@@ -67,7 +67,7 @@ class KafkaTrigger:
     backoff: Literal["exponential", "linear"] = "exponential"
     backoff_delay_s: float = 0.3  # Knative only: FC's EXPONENTIAL_DECAY_RETRY has a fixed schedule
     delivery_timeout_s: int = 30
-    dead_letter_service: str = "barrage-dead-letter"  # Knative: a Service; FC: an MNS queue (BARRAGE_DLQ_ARN)
+    dead_letter_service: str = "dead-letter"  # Knative: a Service; FC: an MNS queue (<NAME>_DLQ_ARN)
     batch_count: int = 100  # FC only: Knative's KafkaSource does not batch
     batch_window_s: int = 3
     knative_api_version: KafkaSourceApiVersion = "sources.knative.dev/v1"  # Knative only
@@ -132,6 +132,10 @@ class Deployment:
     functions: tuple[Function, ...]
     domain_function: str  # the function the custom domain routes to
     dead_letter_image: str = "gcr.io/knative-releases/knative.dev/eventing/cmd/event_display"
+    # Where `barrage render` writes s.yaml and knative/, relative to the repository root.
+    output_dir: str = "."
+    # The code package's own packages besides the library (`functions`): the app's code.
+    packages: tuple[str, ...] = ()
 
 
 _KAFKA_SECRET = "barrage-kafka"
@@ -184,7 +188,8 @@ PROCESSOR = Function(
     service="barrage-process",
     description="Cleans barrages from Kafka and stores them",
     handler="functions.barrage_app.processor",
-    trigger=KafkaTrigger(source_name="barrage-source", topic="barrage-info", consumer_group="barrage-process"),
+    trigger=KafkaTrigger(source_name="barrage-source", topic="barrage-info", consumer_group="barrage-process",
+                         dead_letter_service="barrage-dead-letter"),
     # 2 as the seed: the queue-proxy then holds 20 requests before answering 503 (retried).
     scaling=Scaling(concurrency=2, min_instances=0, max_instances=100),
     resources=Resources(timeout_s=60),
@@ -206,4 +211,5 @@ DEPLOYMENT = Deployment(
     kafka_bootstrap=("alikafka-post-cn-xxx-1-vpc.alikafka.aliyuncs.com:9092",),
     functions=(HOMEPAGE, PROCESSOR),
     domain_function="homepage",
+    packages=("handlers",),
 )
