@@ -249,7 +249,8 @@ def _knative_service(function: Function, deployment: Deployment) -> dict[str, An
         annotations.update({
             "fc.revision.serving.knative.aliyun.com/code-space": "image",
             "fc.revision.serving.knative.aliyun.com/role-arm": "acs:ram::<account-id>:role/knative-fc",
-            "fc.revision.serving.knative.aliyun.com/domain": json.dumps({"domain": f"{deployment.name}.example.com", "path": "/*"}, separators=(",", ":")),
+            "fc.revision.serving.knative.aliyun.com/domain": json.dumps(
+                {"domain": f"{deployment.name}.example.com", "path": "/*"}, separators=(",", ":")),
         })
     spec: dict[str, Any] = {
         "containerConcurrency": function.scaling.concurrency,
