@@ -46,3 +46,15 @@ def test_the_dispatcher_reads_the_rendered_kafkasource() -> None:
 def test_an_app_without_a_declaration_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["render", "--workload-class", "fc", "--app", "examples.orders.model"])
     assert result.exit_code == 1 and "is not a functions.declaration.Deployment" in result.output
+
+
+def test_the_code_package_holds_the_library_and_the_app(tmp_path: Path) -> None:
+    import zipfile
+
+    output = tmp_path / "orders-fc.zip"
+    result = CliRunner().invoke(main, ["build", "--workload-class", "fc", "--app", "examples.orders.deploy",
+                                       "--no-deps", "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    names = set(zipfile.ZipFile(output).namelist())
+    assert {"functions/app.py", "functions/bindings/fc_event.py", "examples/orders/app.py"} <= names
+    assert not any(name.startswith("handlers/") for name in names)  # barrage's domain is not the orders app's
