@@ -104,6 +104,8 @@ def up(host: str, port: int, data_dir: Path, bus: str, store: str, processor_por
     except StackError as exc:
         _say(f"barrage up: {exc}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C while an earlier stack was being stopped; nothing started
+        sys.exit(130)
 
     def on_signal(signum: int, _frame: object) -> None:
         supervisor.request_stop(signum)
