@@ -47,7 +47,7 @@ def resources(document: Mapping[str, Any], component: str) -> Iterator[tuple[str
 
 
 def schema_problems(document: Mapping[str, Any]) -> list[str]:
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]  # a dev dependency without stubs
 
     problems = []
     for component in SCHEMA_FILES:

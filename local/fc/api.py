@@ -20,6 +20,8 @@ import hmac
 import http.client
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -131,8 +133,119 @@ class Worker:
             process.wait()
 
 
+class CustomRuntimeWorker:
+    """A custom-runtime instance as FC runs one: the package's ``bootstrap`` (or the configured
+    command) is started with ``CAPort`` set, and FC talks HTTP to the server it starts there.
+
+    A custom container runs the image's entrypoint, ``python -m functions.entrypoint`` with
+    ``WORKLOAD_CLASS=fc``, from the code directory (no container engine is needed locally).
+    Lines the server prints between ``FC Invoke Start/End RequestId: <id>`` are that
+    invocation's log tail.
+    """
+
+    def __init__(self, spec: FunctionSpec, code_dir: Path, env: Mapping[str, str], out: IO[str]) -> None:
+        self.spec, self.code_dir, self.env, self.out = spec, code_dir, env, out
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.initialized = not spec.initializer
+        self.init_lock = threading.Lock()
+        self._open: dict[str, list[str]] = {}
+        self._tails: dict[str, str] = {}
+        self._tails_changed = threading.Condition()
+
+    def argv(self) -> list[str]:
+        if self.spec.runtime == "custom-container":
+            return [sys.executable, "-m", "functions.entrypoint"]
+        # FC's code directory is /code; a command naming it means the same file here.
+        command = [str(self.code_dir / c[len("/code/"):]) if c.startswith("/code/") else c
+                   for c in self.spec.custom_runtime_command]
+        return command or [str(self.code_dir / "bootstrap")]
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        from local.supervisor import free_port
+
+        argv = self.argv()
+        if self.spec.runtime != "custom-container" and not os.access(argv[0], os.X_OK) and "/" in argv[0]:
+            raise ApiError(412, "CAFileNotFound", f"function {self.spec.name}: {argv[0]} is missing or not executable")
+        self.port = free_port()
+        env = {k: v for k, v in self.env.items() if k not in ("FC_SERVER_PORT", "PORT")}
+        # The interpreter of this project first: on FC the bootstrap finds the runtime's own Python.
+        env.update({"CAPort": str(self.port), "HOST": "127.0.0.1",
+                    "PATH": os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])})
+        if self.spec.runtime == "custom-container":
+            env["WORKLOAD_CLASS"] = "fc"
+        try:
+            self.process = subprocess.Popen(argv, env=env, cwd=str(self.code_dir), stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            raise ApiError(412, "CAExited", f"function {self.spec.name} cannot be started: {exc}") from None
+        threading.Thread(target=self._pump, args=(self.process,), daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ApiError(412, "CAExited", f"function {self.spec.name} exited with code "
+                                                f"{self.process.returncode} before listening on CAPort {self.port}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise ApiError(412, "FunctionNotStarted", f"function {self.spec.name} did not listen on CAPort {self.port} "
+                                                  f"within {timeout_s:.0f} s")
+
+    def _pump(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.out.write(f"{self.spec.name:>18} | {line}\n")
+            self.out.flush()
+            with self._tails_changed:
+                if line.startswith("FC Invoke Start RequestId: "):
+                    self._open[line.rsplit(" ", 1)[-1]] = []
+                for lines in self._open.values():
+                    lines.append(line)
+                if line.startswith("FC Invoke End RequestId: "):
+                    request_id = line.rsplit(" ", 1)[-1]
+                    self._tails[request_id] = "\n".join(self._open.pop(request_id, [line])) + "\n"
+                    self._tails_changed.notify_all()
+
+    def log_tail(self, request_id: str, wait_s: float = 1.0) -> str:
+        """The invocation's lines (the server prints its End line around when it answers)."""
+        with self._tails_changed:
+            self._tails_changed.wait_for(lambda: request_id in self._tails, timeout=wait_s)
+            return self._tails.pop(request_id, "")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def request(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
+                timeout_s: float) -> tuple[int, list[tuple[str, str]], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers))
+            answer = connection.getresponse()
+            return answer.status, answer.getheaders(), answer.read()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)  # the bootstrap's exec'd server and any children
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+Instance = Worker | CustomRuntimeWorker
+
+
 class LocalFC:
-    """The functions of one s.yaml behind one FC 2.0-style service."""
+    """The functions of one s.yaml behind FC's invoke APIs (3.0 and 2.0) and HTTP triggers."""
 
     def __init__(self, syaml: SYaml, code_dir: Path, keys: Mapping[str, str], service: str | None = None,
                  region: str = "cn-hangzhou", account_id: str = "1234567890", async_retry_delay_s: float = 1.0,
@@ -149,7 +262,7 @@ class LocalFC:
         self.out = out or sys.stdout
         self.environ = dict(os.environ if environ is None else environ)
         self.async_records: dict[str, AsyncRecord] = {}
-        self._workers: dict[str, Worker] = {}
+        self._workers: dict[str, Instance] = {}
         self._lock = threading.Lock()
 
     # -- instances --------------------------------------------------------------------------
@@ -173,16 +286,17 @@ class LocalFC:
             "PYTHONUNBUFFERED": "1",
         }
 
-    def worker(self, spec: FunctionSpec) -> Worker:
+    def worker(self, spec: FunctionSpec) -> Instance:
         with self._lock:
             worker = self._workers.get(spec.name)
             if worker is None or not worker.alive():
-                worker = Worker(spec, self.code_dir, self.kind(spec), self._env(spec), self.out)
+                worker = (CustomRuntimeWorker(spec, self.code_dir, self._env(spec), self.out) if spec.is_custom
+                          else Worker(spec, self.code_dir, self.kind(spec), self._env(spec), self.out))
                 worker.start()
                 self._workers[spec.name] = worker
             return worker
 
-    def discard(self, spec: FunctionSpec, worker: Worker) -> None:
+    def discard(self, spec: FunctionSpec, worker: Instance) -> None:
         with self._lock:
             if self._workers.get(spec.name) is worker:
                 del self._workers[spec.name]
@@ -222,8 +336,12 @@ class LocalFC:
              body: bytes, request_id: str, retry_count: int = 0, qualifier: str = "LATEST") -> Outcome:
         """One invocation through the function's worker; timeouts and crashes are function errors."""
         worker = self.worker(spec)
-        sent = {**headers, **self.context_headers(spec, request_id, retry_count, qualifier),
-                "x-fc-control-path": control}
+        context = self.context_headers(spec, request_id, retry_count, qualifier)
+        if isinstance(worker, CustomRuntimeWorker) and not worker.initialized:
+            failure = self._initialize(spec, worker, context)
+            if failure is not None:
+                return failure
+        sent = {**headers, **context, "x-fc-control-path": control}
         try:
             status, answer_headers, answer = worker.request(method, path, sent, body, spec.timeout + 1.0)
         except TimeoutError:
@@ -234,11 +352,43 @@ class LocalFC:
             return self._error(f"the function instance exited: {exc}", "InstanceExited", request_id)
         tail_header = next((v for k, v in answer_headers if k.lower() == "x-fc-log-result"), "")
         tail = base64.b64decode(tail_header).decode("utf-8", "replace") if tail_header else ""
+        if isinstance(worker, CustomRuntimeWorker):
+            tail = worker.log_tail(request_id)
         failed = next((v for k, v in answer_headers if k.lower() == "x-fc-status"), "") == "404" and status == 404
         kept = [(k, v) for k, v in answer_headers
                 if k.lower() not in ("x-fc-status", "x-fc-log-result", "content-length", "date", "server",
                                      "connection", "transfer-encoding")]
         return Outcome(200 if failed else status, kept, answer, failed, tail)
+
+    def _initialize(self, spec: FunctionSpec, worker: CustomRuntimeWorker,
+                    context: Mapping[str, str]) -> Outcome | None:
+        """FC's ``POST /initialize``, once per instance before its first invocation; None when it succeeded."""
+        request_id = context["x-fc-request-id"]
+        with worker.init_lock:
+            if worker.initialized:
+                return None
+            headers = {**context, "x-fc-control-path": "/initialize", "Content-Type": "application/octet-stream"}
+            try:
+                status, answer_headers, answer = worker.request("POST", "/initialize", headers, b"",
+                                                                spec.initializer_timeout + 1.0)
+            except TimeoutError:
+                self.discard(spec, worker)
+                return self._error(f"Initializer timed out after {spec.initializer_timeout} seconds",
+                                   "InitializationTimeout", request_id)
+            except (ConnectionError, http.client.HTTPException) as exc:
+                self.discard(spec, worker)
+                return self._error(f"the function instance exited: {exc}", "InstanceExited", request_id)
+            worker.log_tail(request_id, wait_s=0.2)
+            if status != 200:
+                # FC keeps the instance and runs the initializer again before the next invocation.
+                try:
+                    error = json.loads(answer)
+                except ValueError:
+                    error = {"errorMessage": answer.decode("utf-8", "replace")}
+                message = str(error.get("errorMessage", "")) if isinstance(error, dict) else str(error)
+                return self._error(message, "InitializationError", request_id)
+            worker.initialized = True
+        return None
 
     def _error(self, message: str, error_type: str, request_id: str) -> Outcome:
         document = {"errorMessage": message, "errorType": error_type, "stackTrace": []}

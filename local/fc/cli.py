@@ -45,7 +45,9 @@ def serve(host: str, port: int, s_yaml: Path, code_dir: Path | None, service: st
     from local.fc.syaml import SYamlError, load
 
     try:
-        declaration = load(s_yaml)
+        # Locally the deployer's exports are not needed: what they name (role, VPC, Kafka instance,
+        # cloud endpoints) falls back to "", i.e. the embedded defaults.
+        declaration = load(s_yaml, missing="empty")
     except SYamlError as exc:
         raise click.ClickException(str(exc)) from None
     local = LocalFC(declaration, code_dir or s_yaml.parent, {access_key_id: access_key_secret}, service=service,
@@ -53,6 +55,8 @@ def serve(host: str, port: int, s_yaml: Path, code_dir: Path | None, service: st
     server = LocalFCServer(local, host, port)
     click.echo(f"local FC API: {server.endpoint}  (service {local.service})")
     click.echo(f"  access key id: {access_key_id}  secret: {access_key_secret}")
+    if declaration.defaulted:
+        click.echo(f"  unset, empty locally: {', '.join(declaration.defaulted)}")
     for spec in declaration.functions:
         trigger = f"  HTTP: {server.endpoint}/http/{spec.name}/" if spec.is_http else ""
         click.echo(f"  {spec.name}: {spec.handler} ({spec.runtime}){trigger}")

@@ -150,9 +150,9 @@ def _env(call: str, evaluation: _Evaluation) -> str:
             kind, default = rest[0]
             if kind != "string":
                 raise SYamlError(f"${{{call}}}: the default {default} is not a string; quote it ('{default}')")
-    value = evaluation.environ.get(name)
-    if value:
-        return value
+    found = evaluation.environ.get(name)
+    if found:
+        return found
     if default is not None:
         return default
     if evaluation.missing == "empty":

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from functions.declaration import DEPLOYMENT, KafkaTrigger
+from functions.declaration import DEPLOYMENT, FcRuntime, KafkaTrigger
 from local.cli import main
 from local.render import HEADER, RenderError, render_fc, render_files, render_knative
 
@@ -113,7 +113,7 @@ def _fc_props(files: dict[str, str], file: str, key: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("runtime", ["python3.10", "custom.debian10", "custom-container"])
-def test_each_fc_runtime_renders_what_fc3_expects(runtime: str) -> None:
+def test_each_fc_runtime_renders_what_fc3_expects(runtime: FcRuntime) -> None:
     from dataclasses import replace
 
     homepage = next(f for f in DEPLOYMENT.functions if f.key == "homepage")
