@@ -369,8 +369,8 @@ class LocalFC:
                 return None
             headers = {**context, "x-fc-control-path": "/initialize", "Content-Type": "application/octet-stream"}
             try:
-                status, answer_headers, answer = worker.request("POST", "/initialize", headers, b"",
-                                                                spec.initializer_timeout + 1.0)
+                status, _headers, answer = worker.request("POST", "/initialize", headers, b"",
+                                                          spec.initializer_timeout + 1.0)
             except TimeoutError:
                 self.discard(spec, worker)
                 return self._error(f"Initializer timed out after {spec.initializer_timeout} seconds",
