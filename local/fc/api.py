@@ -20,6 +20,7 @@ import hmac
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,18 +28,24 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote, unquote
 
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from local.fc import acs3
 from local.fc.syaml import FunctionSpec, SYaml
 
-API_VERSION = "2016-08-15"
+API_VERSION = "2016-08-15"  # FC 2.0
+FC3_API_VERSION = "2023-03-30"
+_API_VERSION_SEGMENT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 SYNC_BODY_LIMIT = 32 * 1024 * 1024
+LOG_TAIL_BYTES = 4096  # FC returns the last 4 KB of the invocation's log
 ASYNC_BODY_LIMIT = 128 * 1024
 MAX_CLOCK_SKEW_S = 15 * 60
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +68,7 @@ class Outcome:
     body: bytes
     error: bool
     log_tail: str
+    chunks: Iterator[bytes] | None = None  # a streamed answer (custom runtimes' HTTP requests)
 
 
 @dataclass
@@ -150,7 +158,7 @@ class CustomRuntimeWorker:
         self.initialized = not spec.initializer
         self.init_lock = threading.Lock()
         self._open: dict[str, list[str]] = {}
-        self._tails: dict[str, str] = {}
+        self._tails: OrderedDict[str, str] = OrderedDict()  # the latest ones; nobody asks for a stream's
         self._tails_changed = threading.Condition()
 
     def argv(self) -> list[str]:
@@ -208,6 +216,8 @@ class CustomRuntimeWorker:
                 if line.startswith("FC Invoke End RequestId: "):
                     request_id = line.rsplit(" ", 1)[-1]
                     self._tails[request_id] = "\n".join(self._open.pop(request_id, [line])) + "\n"
+                    while len(self._tails) > 256:
+                        self._tails.popitem(last=False)
                     self._tails_changed.notify_all()
 
     def log_tail(self, request_id: str, wait_s: float = 1.0) -> str:
@@ -228,6 +238,28 @@ class CustomRuntimeWorker:
             return answer.status, answer.getheaders(), answer.read()
         finally:
             connection.close()
+
+    def open(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
+             timeout_s: float) -> tuple[int, list[tuple[str, str]], Iterator[bytes]]:
+        """The request, answered as the server writes it: each chunk as soon as it arrives."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers))
+            answer = connection.getresponse()
+        except BaseException:
+            connection.close()
+            raise
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                while chunk := answer.read1(65536):
+                    yield chunk
+            except (OSError, http.client.HTTPException):
+                return  # the instance went away mid-answer: the client sees the answer end
+            finally:
+                connection.close()
+
+        return answer.status, answer.getheaders(), chunks()
 
     def stop(self) -> None:
         process = self.process
@@ -262,6 +294,8 @@ class LocalFC:
         self.out = out or sys.stdout
         self.environ = dict(os.environ if environ is None else environ)
         self.async_records: dict[str, AsyncRecord] = {}
+        self.async_tasks: dict[str, AsyncRecord] = {}  # FC 3.0's x-fc-async-task-id
+        self.nonces = acs3.NonceCache()
         self._workers: dict[str, Instance] = {}
         self._lock = threading.Lock()
 
@@ -333,7 +367,8 @@ class LocalFC:
         return {k: v for k, v in headers.items() if v}
 
     def call(self, spec: FunctionSpec, control: str, method: str, path: str, headers: Mapping[str, str],
-             body: bytes, request_id: str, retry_count: int = 0, qualifier: str = "LATEST") -> Outcome:
+             body: bytes, request_id: str, retry_count: int = 0, qualifier: str = "LATEST",
+             stream: bool = False) -> Outcome:
         """One invocation through the function's worker; timeouts and crashes are function errors."""
         worker = self.worker(spec)
         context = self.context_headers(spec, request_id, retry_count, qualifier)
@@ -342,23 +377,30 @@ class LocalFC:
             if failure is not None:
                 return failure
         sent = {**headers, **context, "x-fc-control-path": control}
+        chunks: Iterator[bytes] | None = None
         try:
-            status, answer_headers, answer = worker.request(method, path, sent, body, spec.timeout + 1.0)
+            if stream and isinstance(worker, CustomRuntimeWorker):
+                status, answer_headers, chunks = worker.open(method, path, sent, body, spec.timeout + 1.0)
+                answer = b""
+            else:
+                status, answer_headers, answer = worker.request(method, path, sent, body, spec.timeout + 1.0)
         except TimeoutError:
             self.discard(spec, worker)  # FC replaces an instance that timed out
             return self._error(f"Function timed out after {spec.timeout} seconds", "FunctionTimeout", request_id)
         except (ConnectionError, http.client.HTTPException) as exc:
             self.discard(spec, worker)
             return self._error(f"the function instance exited: {exc}", "InstanceExited", request_id)
+        failed = next((v for k, v in answer_headers if k.lower() == "x-fc-status"), "") == "404" and status == 404
+        if failed and chunks is not None:
+            answer, chunks = b"".join(chunks), None
         tail_header = next((v for k, v in answer_headers if k.lower() == "x-fc-log-result"), "")
         tail = base64.b64decode(tail_header).decode("utf-8", "replace") if tail_header else ""
-        if isinstance(worker, CustomRuntimeWorker):
+        if isinstance(worker, CustomRuntimeWorker) and chunks is None:
             tail = worker.log_tail(request_id)
-        failed = next((v for k, v in answer_headers if k.lower() == "x-fc-status"), "") == "404" and status == 404
         kept = [(k, v) for k, v in answer_headers
                 if k.lower() not in ("x-fc-status", "x-fc-log-result", "content-length", "date", "server",
                                      "connection", "transfer-encoding")]
-        return Outcome(200 if failed else status, kept, answer, failed, tail)
+        return Outcome(200 if failed else status, kept, answer, failed, tail, chunks)
 
     def _initialize(self, spec: FunctionSpec, worker: CustomRuntimeWorker,
                     context: Mapping[str, str]) -> Outcome | None:
@@ -432,6 +474,22 @@ def _json_error(error: ApiError, request_id: str) -> Response:
     body = json.dumps({"ErrorCode": error.code, "ErrorMessage": error.message})
     return Response(body, status=error.status, content_type="application/json",
                     headers={"x-fc-request-id": request_id})
+
+
+def _fc3_error(error: ApiError, request_id: str) -> Response:
+    # FC 3.0 (and the SDK reading it) spell errors {"Code", "Message", "RequestId"}.
+    body = json.dumps({"Code": error.code, "Message": error.message, "RequestId": request_id})
+    return Response(body, status=error.status, content_type="application/json",
+                    headers={"x-fc-request-id": request_id})
+
+
+def _raw_target(request: Request) -> tuple[str, str]:
+    """The path and query as the client sent them (percent-encoding kept: signatures cover it)."""
+    raw = str(request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "")
+    if not raw:
+        return quote(request.path), request.query_string.decode("latin-1")
+    path, _, query = raw.partition("?")
+    return path, query
 
 
 def verify_signature(request: Request, keys: Mapping[str, str], signed_path: str,
@@ -515,22 +573,98 @@ def create_api_app(fc: LocalFC) -> Callable[[dict[str, Any], Callable[..., Any]]
         headers["x-forwarded-host"] = request.host
         headers["x-forwarded-for"] = request.remote_addr or "127.0.0.1"
         target = path + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
-        outcome = fc.call(spec, "/http-invoke", request.method, target, headers, request.get_data(), request_id)
+        # A custom runtime's answer streams through as its server writes it (Server-Sent Events);
+        # the built-in runtime's handler returns the whole answer.
+        outcome = fc.call(spec, "/http-invoke", request.method, target, headers, request.get_data(), request_id,
+                          stream=spec.is_custom)
         if outcome.error:
             return Response(outcome.body, status=502, content_type="application/json",
                             headers={"x-fc-request-id": request_id, "x-fc-error-type": "UnhandledInvocationError"})
-        response = Response(outcome.body, status=outcome.status)
+        response = Response(outcome.chunks if outcome.chunks is not None else outcome.body, status=outcome.status,
+                            direct_passthrough=outcome.chunks is not None)
         response.headers.clear()
         for name, value in outcome.headers:
             response.headers.add(name, value)
         response.headers["x-fc-request-id"] = request_id
         return response
 
+    def fc3_api(request: Request, request_id: str) -> Response:
+        """``/2023-03-30/...``: signed ACS3-HMAC-SHA256; only InvokeFunction is served here."""
+        raw_path, raw_query = _raw_target(request)
+        headers: dict[str, list[str]] = {}
+        for name, value in request.headers.items():
+            headers.setdefault(name.lower(), []).append(value)
+        payload = request.get_data()
+        try:
+            acs3.verify(request.method, raw_path, raw_query, headers, payload, fc.keys, fc.nonces)
+        except acs3.SignatureError as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from None
+        parts = raw_path.split("/")  # split before decoding: a name may hold an encoded "/"
+        if not (len(parts) == 5 and parts[2] == "functions" and parts[4] == "invocations"):
+            raise ApiError(404, "PathNotSupported", f"'{request.method} {unquote(raw_path)}' is not supported "
+                                                    "(the local FC 3.0 API serves InvokeFunction)")
+        if request.method != "POST":
+            raise ApiError(405, "MethodNotAllowed", "InvokeFunction takes POST")
+        name = unquote(parts[3])
+        spec = fc.syaml.function(name)
+        if spec is None:
+            raise ApiError(404, "FunctionNotFound", f"function '{name}' does not exist.")
+        qualifier = request.args.get("qualifier") or "LATEST"
+        if qualifier != "LATEST":
+            if qualifier.isdigit():
+                raise ApiError(404, "VersionNotFound", f"version '{qualifier}' of function '{name}' does not exist "
+                                                       "(locally only LATEST)")
+            raise ApiError(404, "AliasNotFound", f"alias '{qualifier}' of function '{name}' does not exist "
+                                                 "(locally only LATEST)")
+        mode = request.headers.get("x-fc-invocation-type", "Sync")
+        if mode not in ("Sync", "Async"):
+            raise ApiError(400, "InvalidArgument", f"x-fc-invocation-type must be Sync or Async, got {mode!r}")
+        log_type = request.headers.get("x-fc-log-type", "None")
+        if log_type not in ("None", "Tail"):
+            raise ApiError(400, "InvalidArgument", f"x-fc-log-type must be None or Tail, got {log_type!r}")
+        if mode == "Async":
+            if len(payload) > ASYNC_BODY_LIMIT:
+                raise ApiError(400, "EntityTooLarge", f"payload size exceeds maximum allowed size "
+                                                      f"({ASYNC_BODY_LIMIT} bytes)")
+            task_id = request.headers.get("x-fc-async-task-id", "")
+            if task_id and task_id in fc.async_tasks:
+                raise ApiError(409, "AsyncTaskAlreadyExists", f"async task '{task_id}' already exists")
+            record = fc.run_async(spec, payload, request_id, qualifier)
+            answer = Response(b"", status=202, headers={"x-fc-request-id": request_id})
+            if task_id:
+                fc.async_tasks[task_id] = record
+                answer.headers["x-fc-async-task-id"] = task_id
+            return answer
+        if len(payload) > SYNC_BODY_LIMIT:
+            raise ApiError(400, "EntityTooLarge",
+                           f"payload size exceeds maximum allowed size ({SYNC_BODY_LIMIT} bytes)")
+        outcome = fc.call(spec, "/invoke", "POST", "/invoke", {"Content-Type": "application/octet-stream"},
+                          payload, request_id, qualifier=qualifier)
+        response = Response(outcome.body, status=200, content_type="application/octet-stream")
+        response.headers["x-fc-request-id"] = request_id
+        response.headers["x-fc-invocation-function-version"] = qualifier
+        if outcome.error:
+            response.headers["x-fc-error-type"] = "UnhandledInvocationError"
+            response.content_type = "application/json"
+        if log_type == "Tail":
+            tail = outcome.log_tail.encode("utf-8")[-LOG_TAIL_BYTES:]
+            response.headers["x-fc-log-result"] = base64.b64encode(tail).decode()
+        return response
+
     @Request.application
     def app(request: Request) -> Response:
         request_id = request.headers.get("x-fc-request-id") or str(uuid.uuid4())
         parts = request.path.split("/")
+        if parts[1:2] == [FC3_API_VERSION]:
+            try:
+                return fc3_api(request, request_id)
+            except ApiError as error:
+                return _fc3_error(error, request_id)
         try:
+            if len(parts) > 1 and _API_VERSION_SEGMENT.match(parts[1]) and parts[1] != API_VERSION:
+                # An FC API call of a version not served here: an error, never a request to a function.
+                raise ApiError(404, "PathNotSupported", f"API version {parts[1]} is not served here "
+                                                        f"({FC3_API_VERSION} and {API_VERSION} are)")
             if parts[1:2] == [API_VERSION]:
                 if (len(parts) == 7 and parts[2] == "services" and parts[4] == "functions"
                         and parts[6] == "invocations"):
@@ -539,8 +673,6 @@ def create_api_app(fc: LocalFC) -> Callable[[dict[str, Any], Callable[..., Any]]
                     return invocation(request, request_id, parts[3], parts[5])
                 if len(parts) >= 5 and parts[2] == "proxy":
                     spec, _ = lookup(parts[3], parts[4])
-                    from urllib.parse import unquote
-
                     rest = "/" + "/".join(parts[5:])
                     return http_trigger(request, request_id, spec, rest, unquote(request.path))
                 raise ApiError(404, "PathNotSupported", f"{request.method} {request.path} is not an FC API path here")
