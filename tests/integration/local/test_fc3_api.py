@@ -71,7 +71,8 @@ resources:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFCServer]:
     s_yaml = tmp_path_factory.mktemp("fc3") / "s.yaml"
     s_yaml.write_text(textwrap.dedent(S_YAML))
-    local = LocalFC(load(s_yaml, {}), REPO, {KEY_ID: SECRET}, async_retry_delay_s=0.05, environ={"PATH": "/usr/bin:/bin"})
+    local = LocalFC(load(s_yaml, {}), REPO, {KEY_ID: SECRET}, async_retry_delay_s=0.05,
+                    environ={"PATH": "/usr/bin:/bin"})
     with LocalFCServer(local) as running:
         yield running
 
@@ -189,7 +190,8 @@ def test_barrage_processor_and_homepage_through_the_fc3_client(tmp_path: Path) -
     local = LocalFC(load(REPO / "s.yaml", environ, missing="empty"), REPO, {KEY_ID: SECRET}, environ=environ)
     with LocalFCServer(local) as running:
         client = fc3_client(running)
-        stored = json.loads(invoke(client, "barrage-processor", (EVENTS / "fc_kafka_batch.json").read_bytes()).body.read())
+        batch = (EVENTS / "fc_kafka_batch.json").read_bytes()
+        stored = json.loads(invoke(client, "barrage-processor", batch).body.read())
         assert (stored["ok"], stored["reject"]) == (2, 1)
         event = json.loads((EVENTS / "fc_http_event_get.json").read_text())
         event.update(rawPath="/api/barrages", queryParameters={"room": "room-1"})
