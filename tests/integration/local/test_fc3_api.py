@@ -203,3 +203,34 @@ def test_barrage_processor_and_homepage_through_the_fc3_client(tmp_path: Path) -
         texts = [item["text"] for item in json.loads(answer["body"])["items"]]
         wait_for(lambda: bool(texts))
         assert texts == ["hello from kafka", "second"]
+
+
+@pytest.mark.parametrize("api", ["fc3", "fc2"])
+def test_barrage_invoke_cli(server: LocalFCServer, api: str) -> None:
+    from click.testing import CliRunner
+
+    from local.cli import main
+
+    base = ["invoke", "--endpoint", server.endpoint, "--access-key-id", KEY_ID, "--access-key-secret", SECRET,
+            "--service", "fc3probe"] + ([] if api == "fc3" else ["--api", "fc2"])
+    result = CliRunner().invoke(main, [*base, "echo", "--payload", "hi", "--log"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["event"] == "hi"
+    assert "FC Invoke Start RequestId" in result.stderr
+    failed = CliRunner().invoke(main, [*base, "echo", "--payload", "boom"])
+    assert failed.exit_code == 1 and "UnhandledInvocationError" in failed.stderr
+    missing = CliRunner().invoke(main, [*base, "nope", "--payload", "x"])
+    assert missing.exit_code == 1 and "FunctionNotFound" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1
+
+
+def test_barrage_invoke_defaults_to_fc3(server: LocalFCServer) -> None:
+    from click.testing import CliRunner
+
+    from local.cli import main
+
+    signed_before = len(server.fc.nonces._seen)  # each FC 3.0 call leaves its signature nonce
+    result = CliRunner().invoke(main, ["invoke", "--endpoint", server.endpoint, "--access-key-id", KEY_ID,
+                                       "--access-key-secret", SECRET, "echo", "--payload", "x"])
+    assert result.exit_code == 0, result.output
+    assert len(server.fc.nonces._seen) == signed_before + 1
