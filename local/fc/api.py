@@ -1,15 +1,20 @@
-"""The FC 2.0 invoke API and HTTP triggers, locally, for the functions s.yaml declares.
+"""Function Compute's invoke APIs and HTTP triggers, locally, for the functions s.yaml declares.
 
-- ``POST /2016-08-15/services/{service}[.{qualifier}]/functions/{function}/invocations``:
-  fc2 signature checked; ``x-fc-invocation-type`` Sync (default) or Async (202, run in the
-  background, retried on function error like FC's async invocation); ``x-fc-log-type: Tail``
-  answers the log tail in ``x-fc-log-result``; a function error is a 200 with
-  ``x-fc-error-type: UnhandledInvocationError`` and FC's error JSON; API errors are
-  ``{"ErrorCode", "ErrorMessage"}`` with FC's status codes.
+- FC 3.0: ``POST /2023-03-30/functions/{function}/invocations[?qualifier=]``, signed
+  ACS3-HMAC-SHA256 (``local.fc.acs3``); ``x-fc-invocation-type`` Sync or Async (202; with
+  ``x-fc-async-task-id``), ``x-fc-log-type: Tail``; errors ``{"Code", "Message", "RequestId"}``.
+- FC 2.0: ``POST /2016-08-15/services/{service}[.{qualifier}]/functions/{function}/invocations``,
+  fc2's signature; errors ``{"ErrorCode", "ErrorMessage"}``.
+- Both: Async runs in the background, retried on function error like FC's async invocation; a
+  function error is a 200 with ``x-fc-error-type: UnhandledInvocationError`` and FC's error JSON;
+  ``x-fc-log-result`` carries the log tail (base64). Any other API path, and any other
+  ``/YYYY-MM-DD/`` API version, is a JSON error: never a request to a function.
 - HTTP triggers: ``/2016-08-15/proxy/{service}/{function}/...`` (FC 2.0's form),
   ``/http/{function}/...``, and ``/...`` when exactly one function has an HTTP trigger.
 
-Each function runs in its own worker process (``local.fc.worker``), started on first use.
+Each function instance is a process started on first use: a built-in runtime function runs in a
+``local.fc.worker``; a custom runtime (or container) function runs its own server on CAPort
+(``CustomRuntimeWorker``), whose HTTP answers stream through.
 """
 
 from __future__ import annotations
