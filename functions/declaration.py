@@ -16,6 +16,13 @@ Role = str  # the function's name in its app (barrage: homepage, processor)
 KnativeWorkload = Literal["eci", "fc"]
 # sources.knative.dev/v1 is served from knative-v1.16; older Knative Eventing serves v1beta1 only.
 KafkaSourceApiVersion = Literal["sources.knative.dev/v1", "sources.knative.dev/v1beta1"]
+# How a function runs on Function Compute 3.0 (PLATFORM.md sections 2-3):
+# - "python3.10": the built-in runtime calls the handler; one request per instance, no streaming;
+# - "custom.debian10": the code package's ``bootstrap`` starts this project's server on CAPort
+#   (Python 3.10 is built into that runtime, so the package's cp310 wheels load); instance
+#   concurrency and streamed responses;
+# - "custom-container": the image (Deployment.image) runs the same server.
+FcRuntime = Literal["python3.10", "custom.debian10", "custom-container"]
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,10 @@ class Env:
     """One environment variable.
 
     ``value`` set and ``fixed``: the same literal on every platform (ROLE, BARRAGE_BUS...).
-    ``value`` set, not fixed: a default the deployer may override (FC ``${env(NAME, value)}``).
-    ``value`` None: deployment-specific, no default (FC ``${env(NAME)}``; Knative reads it from
-    the ConfigMap ``barrage-config``, or from ``secret`` when that is set).
+    ``value`` set, not fixed: a default the deployer may override (FC ``${env('NAME', 'value')}``).
+    ``value`` None: deployment-specific, no default (FC ``${env('NAME', '')}``, or ``${env('NAME')}``
+    where the FC network path requires it; Knative reads it from the ConfigMap ``barrage-config``,
+    or from ``secret`` when that is set).
     """
 
     name: str
@@ -71,6 +79,10 @@ class KafkaTrigger:
     batch_count: int = 100  # FC only: Knative's KafkaSource does not batch
     batch_window_s: int = 3
     knative_api_version: KafkaSourceApiVersion = "sources.knative.dev/v1"  # Knative only
+    # FC only. True: a batch that still fails after the retries goes to an MNS queue (the deployer
+    # exports BARRAGE_DLQ_ARN; errorsTolerance ALL). False: errorsTolerance NONE, so the trigger
+    # holds the stream at that batch until it succeeds: nothing is dropped, nothing else is needed.
+    fc_dead_letter_queue: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,7 @@ class Function:
     knative_workload: KnativeWorkload = "eci"
     eci: EciPlacement = EciPlacement()  # Knative workload "eci" only
     initializer: str | None = "functions.barrage_app.initializer"
+    fc_runtime: FcRuntime = "python3.10"
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,9 @@ HOMEPAGE = Function(
     description="The barrage HomePage and its HTTP API",
     handler="functions.barrage_app.homepage",  # FC 3.0 HTTP events (and FC 2.0 WSGI): one handler
     trigger=HttpTrigger(),
+    # The page streams (Server-Sent Events) and many viewers share an instance: a custom runtime
+    # serves both, where the built-in runtime would hold each stream to the timeout, one per instance.
+    fc_runtime="custom.debian10",
     scaling=Scaling(concurrency=20, min_instances=0, max_instances=10),
     resources=Resources(timeout_s=30),
     knative_workload="fc",

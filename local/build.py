@@ -37,6 +37,8 @@ import click
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("handlers", "functions")
+# What a custom.debian10 function runs (FC starts ./bootstrap in the package root); executable.
+PROJECT_FILES = ("bootstrap",)
 # Needed by the local tooling or by Knative's functions-framework, not by FC's runtime (which is
 # its own server: uvicorn's loop and parser would only add weight).
 NOT_IN_FC_PACKAGE = frozenset({"functions-framework", "aliyun-fc2", "click", "pyyaml", "uvloop", "httptools"})
@@ -151,6 +153,11 @@ def install(requirements: Sequence[str], wheelhouse: Path, target: Path, python_
 
 
 def copy_project(source: Path, target: Path, packages: Sequence[str] = PROJECT_PACKAGES) -> None:
+    for name in PROJECT_FILES:
+        if not (source / name).is_file():
+            raise BuildError(f"{source / name} is missing")
+        shutil.copyfile(source / name, target / name)
+        (target / name).chmod(0o755)
     for package in packages:
         root = source / package
         if not root.is_dir():
@@ -184,7 +191,8 @@ def write_zip(root: Path, output: Path) -> BuildResult:
             info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.create_system = 3  # unix, so the modes below mean what they say
-            mode = 0o755 if os.access(path, os.X_OK) and path.suffix == ".so" else 0o644
+            executable = path.suffix == ".so" or name in PROJECT_FILES
+            mode = 0o755 if os.access(path, os.X_OK) and executable else 0o644
             info.external_attr = (0o100000 | mode) << 16
             data = path.read_bytes()
             archive.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,19 +57,92 @@ def _dump(documents: list[Any], preamble: str = "") -> str:
 # ---------------------------------------------------------------- Function Compute (s.yaml)
 
 
-def _fc_env(env: Env) -> str:
+@dataclass(frozen=True)
+class FcNetwork:
+    """How the functions reach Kafka and Tablestore: one rendered s.yaml per path.
+
+    s.yaml is static (Serverless Devs cannot add or drop a key by a variable), so each path is
+    its own file: ``s deploy`` uses s.yaml, ``s deploy -t s.public.yaml`` the other.
+    """
+
+    file: str
+    summary: str
+    vpc: bool  # functions that use these endpoints get vpcConfig
+    required: frozenset[str]  # environment variables without a default on this path
+
+
+FC_VPC = FcNetwork(
+    "s.yaml", "VPC endpoints: Kafka plaintext on 9092, *.vpc.tablestore.aliyuncs.com; functions join the VPC",
+    vpc=True, required=frozenset({"KAFKA_SERVER", "OTS_ENDPOINT"}))
+FC_PUBLIC = FcNetwork(
+    "s.public.yaml", "public endpoints: Kafka SASL_SSL on 9093 (user and password), public Tablestore; no VPC",
+    vpc=False, required=frozenset({"KAFKA_SERVER", "KAFKA_USER", "KAFKA_PWD", "OTS_ENDPOINT"}))
+FC_NETWORKS = (FC_VPC, FC_PUBLIC)
+# Environment variables that name endpoints inside the VPC on the VPC path.
+FC_ENDPOINT_VARIABLES = frozenset({"KAFKA_SERVER", "OTS_ENDPOINT"})
+# Values only the cloud deployment uses (resource names and ids); nothing runs differently without them.
+def deployer_variable(deployment: Deployment, suffix: str) -> str:
+    """A variable of the deployer's environment, named for the app: ``<NAME>_<SUFFIX>`` (barrage: BARRAGE_...)."""
+    return f"{deployment.name.upper().replace('-', '_')}_{suffix}"
+
+
+def deployment_variables(deployment: Deployment) -> tuple[str, ...]:
+    suffixes = ("FC_ROLE_ARN", "VPC_ID", "VSWITCH_ID", "SECURITY_GROUP_ID", "DLQ_ARN")
+    return (*(deployer_variable(deployment, s) for s in suffixes), "KAFKA_INSTANCE_ID")
+
+
+FC_DEPLOYMENT_VARIABLES = deployment_variables(DEPLOYMENT)
+# Set for HTTP functions on a built-in runtime, whose handler returns whole answers: the library's
+# word to the app that no response can stream there (barrage's page then polls instead of using SSE).
+NO_STREAMING = ("FUNCTIONS_STREAMING", "off")
+CUSTOM_RUNTIME_BOOTSTRAP = "bootstrap"  # in the code package's root: FC starts it (PLATFORM.md section 3)
+
+
+def _quote(value: str) -> str:
+    # env() arguments are JavaScript string literals; ours never need escapes, so refuse any that would.
+    if "'" in value or "\\" in value or "}" in value:
+        raise RenderError(f"{value!r}: a quote, backslash or brace cannot be an env() argument here")
+    return f"'{value}'"
+
+
+def fc_env(name: str, default: str | None = None) -> str:
+    """``${env('NAME')}`` (required: s fails when it is unset or empty) or ``${env('NAME', 'default')}``."""
+    if default is None:
+        return f"${{env({_quote(name)})}}"
+    return f"${{env({_quote(name)}, {_quote(default)})}}"
+
+
+def _fc_env(env: Env, network: FcNetwork) -> str:
     if env.fixed and env.value is not None:
         return env.value
-    return f"${{env({env.name})}}" if env.value is None else f"${{env({env.name}, {env.value})}}"
+    if env.value is None and env.name in network.required:
+        return fc_env(env.name)
+    return fc_env(env.name, env.value or "")
 
 
-def _fc_environment(function: Function) -> dict[str, str]:
-    variables = {e.name: _fc_env(e) for e in function.env if e.fc}
-    variables["CONTAINER_CONCURRENCY"] = str(function.scaling.concurrency)
+def _app_and_target(handler: str) -> tuple[str, str]:
+    module, _, target = handler.rpartition(".")
+    return module, target
+
+
+def _fc_environment(function: Function, network: FcNetwork) -> dict[str, str]:
+    variables = {e.name: _fc_env(e, network) for e in function.env if e.fc}
+    builtin = function.fc_runtime == "python3.10"
+    variables["CONTAINER_CONCURRENCY"] = "1" if builtin else str(function.scaling.concurrency)
+    if builtin and isinstance(function.trigger, HttpTrigger):
+        # The built-in runtime returns a handler's whole answer: no stream could ever flow.
+        variables[NO_STREAMING[0]] = NO_STREAMING[1]
+    if not builtin:
+        # The server the bootstrap (or the image) starts: which app, which function, one worker
+        # process per instance (FC scales by instances; the worker's event loop serves the concurrency).
+        app, target = _app_and_target(function.handler)
+        variables.update({"FUNCTIONS_APP": app, "FUNCTION_TARGET": target, "WORKERS": "1"})
+        if function.fc_runtime == "custom-container":
+            variables["WORKLOAD_CLASS"] = "fc"  # the image's default is knative
     return variables
 
 
-def _fc_trigger(trigger: HttpTrigger | KafkaTrigger) -> dict[str, Any]:
+def _fc_trigger(trigger: HttpTrigger | KafkaTrigger, deployment: Deployment) -> dict[str, Any]:
     if isinstance(trigger, HttpTrigger):
         return {"triggerName": "http", "triggerType": "http", "qualifier": "LATEST",
                 "triggerConfig": {"authType": "anonymous", "methods": list(trigger.methods)}}
@@ -81,6 +155,19 @@ def _fc_trigger(trigger: HttpTrigger | KafkaTrigger) -> dict[str, Any]:
         if trigger.retries > 176:
             raise RenderError(f"{trigger.source_name}: FC's EXPONENTIAL_DECAY_RETRY allows at most 176 retries")
         strategy = "EXPONENTIAL_DECAY_RETRY"
+    run_options: dict[str, Any] = {
+        "mode": "event-streaming",
+        # One task keeps records in order, as a KafkaSource's "ordered".
+        "maximumTasks": 1 if trigger.ordering == "ordered" else 4,
+        # ALL skips a batch that still fails after the retries, so only with a queue to catch it;
+        # NONE holds the stream at that batch until it succeeds.
+        "errorsTolerance": "ALL" if trigger.fc_dead_letter_queue else "NONE",
+        "retryStrategy": {"PushRetryStrategy": strategy, "MaximumEventAgeInSeconds": 0,
+                          "MaximumRetryAttempts": trigger.retries},
+    }
+    if trigger.fc_dead_letter_queue:
+        run_options["deadLetterQueue"] = {"Arn": fc_env(deployer_variable(deployment, "DLQ_ARN"))}
+    run_options["batchWindow"] = {"CountBasedWindow": trigger.batch_count, "TimeBasedWindow": trigger.batch_window_s}
     return {
         "triggerName": "kafka",
         "triggerType": "eventbridge",
@@ -91,25 +178,16 @@ def _fc_trigger(trigger: HttpTrigger | KafkaTrigger) -> dict[str, Any]:
             "asyncInvocationType": False,
             "eventRuleFilterPattern": "{}",
             "eventSinkConfig": {"deliveryOption": {"mode": "event-streaming", "eventSchema": "CloudEvents"}},
-            "runOptions": {
-                "mode": "event-streaming",
-                # One task keeps records in order, as a KafkaSource's "ordered".
-                "maximumTasks": 1 if trigger.ordering == "ordered" else 4,
-                # ALL: a batch that still fails after the retries goes to the dead-letter queue.
-                "errorsTolerance": "ALL",
-                "retryStrategy": {"PushRetryStrategy": strategy, "MaximumEventAgeInSeconds": 0,
-                                  "MaximumRetryAttempts": trigger.retries},
-                "deadLetterQueue": {"Arn": "${env(BARRAGE_DLQ_ARN)}"},
-                "batchWindow": {"CountBasedWindow": trigger.batch_count, "TimeBasedWindow": trigger.batch_window_s},
-            },
+            "runOptions": run_options,
             "eventSourceConfig": {
                 "eventSourceType": "Kafka",
                 "eventSourceParameters": {"sourceKafkaParameters": {
                     "RegionId": "${vars.region}",
-                    "InstanceId": "${env(KAFKA_INSTANCE_ID)}",
-                    "Topic": f"${{env(KAFKA_TOPIC, {trigger.topic})}}",
-                    "ConsumerGroup": f"${{env(KAFKA_CONSUMER_GROUP, {trigger.consumer_group})}}",
+                    "InstanceId": fc_env("KAFKA_INSTANCE_ID"),
+                    "Topic": fc_env("KAFKA_TOPIC", trigger.topic),
+                    "ConsumerGroup": fc_env("KAFKA_CONSUMER_GROUP", trigger.consumer_group),
                     "OffsetReset": trigger.initial_offset,
+                    # EventBridge reaches the instance by its id over the instance's own network.
                     "Network": "Default",
                 }},
             },
@@ -117,59 +195,92 @@ def _fc_trigger(trigger: HttpTrigger | KafkaTrigger) -> dict[str, Any]:
     }
 
 
-def _fc_function(function: Function) -> dict[str, Any]:
+def _fc_runtime_props(function: Function, deployment: Deployment) -> dict[str, Any]:
+    if function.fc_runtime == "python3.10":
+        # No instanceConcurrency: FC 3.0's built-in runtimes serve one request per instance.
+        return {"runtime": "python3.10", "code": "${vars.code}", "handler": function.handler}
+    if function.fc_runtime == "custom.debian10":
+        return {"runtime": "custom.debian10", "code": "${vars.code}",
+                # FC requires a handler; a custom runtime never reads it, so it names what does run.
+                "handler": CUSTOM_RUNTIME_BOOTSTRAP,
+                "customRuntimeConfig": {"port": FC_PORT},
+                "instanceConcurrency": function.scaling.concurrency}
+    return {"runtime": "custom-container",
+            "handler": "container",  # as above: required, not read
+            "customContainerConfig": {"image": f"{deployment.image}:{deployment.image_tag}", "port": FC_PORT},
+            "instanceConcurrency": function.scaling.concurrency}
+
+
+def _uses_vpc_endpoints(function: Function) -> bool:
+    return any(e.fc and e.name in FC_ENDPOINT_VARIABLES for e in function.env)
+
+
+def _fc_function(function: Function, network: FcNetwork, deployment: Deployment) -> dict[str, Any]:
     props: dict[str, Any] = {
         "region": "${vars.region}",
         "functionName": function.fc_name,
         "description": function.description,
-        "runtime": "python3.10",
-        "code": "${vars.code}",
-        "handler": function.handler,
+        **_fc_runtime_props(function, deployment),
         "memorySize": function.resources.memory_mb,
         "cpu": function.resources.cpu,
         "diskSize": function.resources.disk_mb,
         "timeout": function.resources.timeout_s,
-        "instanceConcurrency": function.scaling.concurrency,
         "role": "${vars.role}",
         "internetAccess": True,
         "logConfig": "auto",
     }
+    if network.vpc and _uses_vpc_endpoints(function):
+        props["vpcConfig"] = "${vars.vpc}"
     if function.initializer:
+        # Built-in: the handler FC calls; custom runtime and container: FC POSTs /initialize.
         props["instanceLifecycleConfig"] = {"initializer": {"handler": function.initializer, "timeout": 30}}
-    props["environmentVariables"] = _fc_environment(function)
+    props["environmentVariables"] = _fc_environment(function, network)
     if isinstance(function.trigger, KafkaTrigger):
         props["asyncInvokeConfig"] = {"maxAsyncRetryAttempts": 3, "maxAsyncEventAgeInSeconds": 3600}
-    props["triggers"] = [_fc_trigger(function.trigger)]
+    props["triggers"] = [_fc_trigger(function.trigger, deployment)]
     return {"component": "fc3", "props": props}
 
 
-def render_fc(deployment: Deployment = DEPLOYMENT) -> dict[str, str]:
-    """s.yaml, keyed by its file name."""
-    resources: dict[str, Any] = {f.key: _fc_function(f) for f in deployment.functions}
+def _fc_document(deployment: Deployment, network: FcNetwork) -> dict[str, Any]:
+    resources: dict[str, Any] = {f.key: _fc_function(f, network, deployment) for f in deployment.functions}
     target = next(f for f in deployment.functions if f.key == deployment.domain_function)
     methods = list(target.trigger.methods) if isinstance(target.trigger, HttpTrigger) else ["GET"]
     resources["domain"] = {"component": "fc3-domain", "props": {
         "region": "${vars.region}",
-        "domainName": "${env(BARRAGE_DOMAIN, auto)}",
+        "domainName": fc_env(deployer_variable(deployment, "DOMAIN"), "auto"),
         "protocol": "HTTP",
         "routeConfig": {"routes": [{"path": "/*", "functionName": f"${{resources.{target.key}.props.functionName}}",
                                     "qualifier": "LATEST", "methods": methods}]},
     }}
-    document = {
-        "edition": "3.0.0",
-        "name": deployment.name,
-        "access": "${env(BARRAGE_S_ACCESS, default)}",
-        "vars": {"region": "${env(REGION, cn-hangzhou)}", "role": "${env(BARRAGE_FC_ROLE_ARN)}",
-                 "code": "./dist/barrage-fc.zip"},
-        "resources": resources,
-    }
-    preamble = (
-        "# Function Compute 3.0 (Serverless Devs `s deploy`); `barrage fc serve` reads it too.\n"
-        "# Build the code first: `barrage build --workload-class fc` writes dist/barrage-fc.zip.\n"
-        "# ${env(NAME)} values come from the deployer's environment: no keys in this file. Tablestore is\n"
-        "# reached with the function role's STS keys.\n"
-    )
-    return {"s.yaml": _dump([document], preamble)}
+    def var(suffix: str) -> str:
+        return fc_env(deployer_variable(deployment, suffix))
+
+    variables: dict[str, Any] = {"region": fc_env("REGION", "cn-hangzhou"), "role": var("FC_ROLE_ARN"),
+                                 "code": f"./dist/{deployment.name}-fc.zip"}
+    if network.vpc:
+        variables["vpc"] = {"vpcId": var("VPC_ID"), "vSwitchIds": [var("VSWITCH_ID")],
+                            "securityGroupId": var("SECURITY_GROUP_ID")}
+    return {"edition": "3.0.0", "name": deployment.name,
+            "access": fc_env(deployer_variable(deployment, "S_ACCESS"), "default"),
+            "vars": variables, "resources": resources}
+
+
+def render_fc(deployment: Deployment = DEPLOYMENT) -> dict[str, str]:
+    """s.yaml (VPC endpoints) and s.public.yaml (public endpoints), keyed by file name."""
+    files = {}
+    for network in FC_NETWORKS:
+        other = next(n for n in FC_NETWORKS if n is not network)
+        preamble = (
+            "# Function Compute 3.0 (Serverless Devs `s deploy`); `barrage fc serve` reads it too.\n"
+            f"# This file: {network.summary}.\n"
+            f"# The other path is {other.file}. Build the code first: `barrage build --workload-class fc`\n"
+            f"# (with --app for an app other than barrage) writes dist/{deployment.name}-fc.zip beside this file.\n"
+            "# ${env('NAME')} values come from the deployer's environment and\n"
+            "# must be set; ${env('NAME', 'x')} ones are optional. No keys in this file: Tablestore is reached\n"
+            "# with the function role's STS keys.\n"
+        )
+        files[network.file] = _dump([_fc_document(deployment, network)], preamble)
+    return files
 
 
 # ---------------------------------------------------------------- Knative (knative/)
@@ -397,10 +508,10 @@ def load_deployment(spec: str | None) -> Deployment:
 
 
 def targets(workload_class: str, output: Path, files: Mapping[str, str]) -> dict[Path, str]:
-    """Where each rendered file goes: fc renders one file (``output`` is that file), knative a directory."""
+    """Where each rendered file goes: fc renders s.yaml (``output``) and its siblings beside it, knative a directory."""
     if workload_class == "fc":
-        (text,) = files.values()
-        return {output: text}
+        main = FC_NETWORKS[0].file
+        return {output if name == main else output.parent / name: text for name, text in files.items()}
     return {output / name: text for name, text in files.items()}
 
 
@@ -415,7 +526,8 @@ def differing(planned: Mapping[Path, str]) -> list[Path]:
 @click.option("--app", "app_spec", default=None,
               help="The module holding the app's DEPLOYMENT (module or module:attribute); default: barrage's.")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
-              help="fc: the s.yaml file; knative: the directory (default: in the deployment's output_dir).")
+              help="fc: the s.yaml file (s.public.yaml goes beside it); knative: the directory (default: in the "
+                   "deployment's output_dir).")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if a file differs from the declaration.")
 def render(workload_class: str, app_spec: str | None, output: Path | None, check: bool) -> None:
     """Write the deployment files for a workload class from an app's declaration."""
