@@ -60,7 +60,7 @@ class KafkaDeadLetterProducer:
 
 
 def kafka_consumer_factory(spec: KafkaSourceSpec, settings: Any) -> Callable[..., Consumer]:
-    from functions.adapters.kafka import KafkaRecordConsumer
+    from local.kafka_consumer import KafkaRecordConsumer
 
     def factory(on_assign: Callable[..., None], on_revoke: Callable[..., None]) -> Consumer:
         consumer: Consumer = KafkaRecordConsumer(
