@@ -140,8 +140,9 @@ def encode_barrage(
     """The record for one barrage: CE binary mode, keyed by room so a room stays in order.
 
     Equal, message for message, to ``encode_barrage_sdk`` (``to_binary``), which the unit tests
-    check; written out because the SDK path cost as much CPU as producing the record itself
-    and publish_many has a throughput target against a raw producer.
+    check; written out because it encodes about twice the records per second (bench/kafka_encode.py,
+    BENCHMARKS.md): the SDK alone manages fewer than publish_many sends, which has a throughput
+    target against a raw producer.
     """
     room = barrage.room.encode("utf-8")
     headers = {
