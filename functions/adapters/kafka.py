@@ -1,5 +1,8 @@
 """Barrage's Kafka adapter: the ``Publisher`` port on confluent-kafka and the record encoder.
 
+Settings and librdkafka configs are the generic layer's (``functions.kafka``); this module adds
+what is barrage's: its event type, source and topic, the record layout and the ``Publisher`` port.
+
 Every barrage travels as one record in the CloudEvents Kafka *binary* binding: ``ce_*`` headers,
 a JSON value and the room as key. Knative's KafkaSource forwards such a record as is (PLATFORM.md
 section 5), so the attributes set here, ``traceparent`` included, reach the processor unchanged.
@@ -22,7 +25,7 @@ from cloudevents.http import CloudEvent
 from cloudevents.kafka import KafkaMessage, to_binary
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from functions.kafka import ConfigValue, KafkaSettings, client_config, consumer_config, producer_config
+from functions.kafka import ConfigValue, KafkaSettings, producer_config
 from handlers.model import Barrage
 from handlers.ports import PublishError
 
@@ -33,12 +36,8 @@ __all__ = [
     "EVENT_TYPE",
     "ExtensionHook",
     "KafkaPublisher",
-    "KafkaSettings",
-    "client_config",
-    "consumer_config",
     "encode_barrage",
     "encode_barrage_sdk",
-    "producer_config",
     "publisher_from_config",
     "settings_from_config",
 ]
