@@ -53,8 +53,9 @@ from _support import (
     work_dir,
 )
 
-from functions.adapters.kafka import KafkaSettings, encode_barrage, producer_config
+from functions.adapters.kafka import encode_barrage
 from functions.adapters.sqlite import SQLiteResultStore
+from functions.kafka import KafkaSettings, producer_config
 from functions.loadrun import percentile  # one nearest-rank definition, the page's own
 from handlers.model import Barrage, new_id
 

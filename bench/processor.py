@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _support import BASE_MS, ROOT, KeepAlive, emit_json, median, processor_server, run_threads, work_dir
 
-from functions.adapters.kafka import ConsumedRecord, encode_barrage
+from functions.adapters.kafka import encode_barrage
 from handlers.model import Barrage, new_id
+from local.kafka_consumer import ConsumedRecord
 from local.kafkasource.mapping import (
     BATCH_CONTENT_TYPE,
     SourceContext,

@@ -33,7 +33,7 @@ class KafkaDeadLetterProducer:
     def __init__(self, settings: Any, timeout_s: float = 10.0) -> None:
         from confluent_kafka import Producer
 
-        from functions.adapters.kafka import producer_config
+        from functions.kafka import producer_config
 
         self._producer = Producer(producer_config(settings))
         self._timeout_s = timeout_s
@@ -60,7 +60,7 @@ class KafkaDeadLetterProducer:
 
 
 def kafka_consumer_factory(spec: KafkaSourceSpec, settings: Any) -> Callable[..., Consumer]:
-    from functions.adapters.kafka import KafkaRecordConsumer
+    from local.kafka_consumer import KafkaRecordConsumer
 
     def factory(on_assign: Callable[..., None], on_revoke: Callable[..., None]) -> Consumer:
         consumer: Consumer = KafkaRecordConsumer(
@@ -116,7 +116,7 @@ def dispatch(
     """Deliver Kafka records to the processor as Knative's KafkaSource does."""
     from dataclasses import replace
 
-    from functions.adapters.kafka import KafkaSettings
+    from functions.kafka import KafkaSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

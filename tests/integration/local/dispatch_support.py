@@ -14,12 +14,13 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from functions.adapters.kafka import KafkaPublisher, KafkaSettings
+from functions.adapters.kafka import KafkaPublisher
 from functions.adapters.memory import MemoryPublisher
 from functions.adapters.sqlite import SQLiteResultStore
 from functions.app import App
 from functions.bindings.cloudevents_http import sink_app
 from functions.config import Settings
+from functions.kafka import KafkaSettings
 from functions.processor import process_records
 from functions.wiring import Services, process_config
 from handlers.model import Barrage, new_id

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from functions.adapters.kafka import KafkaSettings
+from functions.kafka import KafkaSettings
 from local.broker import LocalBroker
 from local.kafkasource.dispatcher import DispatchOptions
 from local.kafkasource.manifest import load_manifest
