@@ -470,7 +470,9 @@ def homepage_http(event: bytes | str | Mapping[str, Any], context: Any) -> dict[
     app = homepage_app(context)
     from functions.asgi_bridge import call_asgi
 
-    answer = call_asgi(app, method=request.method, path=request.path, raw_path=request.raw_path,
+    # request.path is WSGI-style (latin-1 characters of the bytes); ASGI wants the UTF-8 text.
+    path = request.path.encode("latin-1").decode("utf-8", "replace")
+    answer = call_asgi(app, method=request.method, path=path, raw_path=request.raw_path,
                        query_string=request.query_string, headers=request.headers.items(), body=request.body,
                        client=(request.remote_addr, 0), server=(request.server_name, 9000), scheme=request.scheme)
     return http_result(HttpResponse(answer.status, answer.headers, answer.body))

@@ -146,6 +146,38 @@ def test_wsgi_binding_with_the_fc_environ() -> None:
     assert int(seen["status"].split()[0]) == 200 and json.loads(body)["status"] == "ok"
 
 
+def test_wsgi_binding_posts_a_body_and_stops_at_its_length() -> None:
+    body = json.dumps({"room": "wsgi-room", "user": "u", "text": "via wsgi"}).encode()
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "POST", "PATH_INFO": "/api/barrages", "QUERY_STRING": "", "SERVER_NAME": "FCRUNTIME",
+        "SERVER_PORT": "9000", "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+        # More bytes than CONTENT_LENGTH (a keep-alive socket): the binding must not read past it.
+        "wsgi.input": io.BytesIO(body + b"NEXT REQUEST"), "wsgi.url_scheme": "http", "fc.context": context(),
+    }
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    answer = json.loads(b"".join(fc.homepage_wsgi(environ, start_response)))
+    assert seen["status"] == "202 Accepted" and len(answer["accepted"]) == 1
+    assert seen["headers"]["Content-Type"] == "application/json"
+    assert environ["wsgi.input"].read() == b"NEXT REQUEST"
+
+
+def test_fc_homepage_never_streams_and_tells_the_page_to_poll() -> None:
+    stream = get("/api/stream", {"room": "r"})
+    assert stream["statusCode"] == 503
+    assert "does not stream" in json.loads(stream["body"])["error"]["message"]
+    page = get("/", {})
+    assert page["statusCode"] == 200 and '<meta name="barrage-stream" content="off">' in page["body"]
+
+
+def test_a_non_ascii_path_is_a_json_404() -> None:
+    answer = get("/static/b%C3%A4d.js", {})
+    assert answer["statusCode"] == 404 and json.loads(answer["body"])["error"]["status"] == 404
+
+
 def test_credentials_context_first_then_env() -> None:
     ctx = fc.context_from_headers({"x-fc-access-key-id": "STS.id", "x-fc-access-key-secret": "s",
                                    "x-fc-security-token": "tok"})
