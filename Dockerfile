@@ -1,5 +1,6 @@
-# One image for every role and workload class: ROLE=homepage|processor (or the seed's manager),
-# WORKLOAD_CLASS=knative (functions-framework on $PORT, 8080) | fc (FC custom container, 9000).
+# One image for every function and workload class: FUNCTIONS_APP names the app, ROLE (barrage's
+# name for FUNCTION_TARGET) the function: homepage|processor (or the seed's manager);
+# WORKLOAD_CLASS=knative (functions-framework --asgi on $PORT, 8080) | fc (FC custom container, 9000).
 #   docker build -t barrage:dev .
 #   docker run --rm -p 8080:8080 -e ROLE=homepage barrage:dev
 FROM python:3.10-slim AS deps
@@ -14,6 +15,7 @@ FROM python:3.10-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    FUNCTIONS_APP=functions.barrage_app \
     ROLE=homepage \
     WORKLOAD_CLASS=knative \
     BARRAGE_DB=/tmp/barrage.db

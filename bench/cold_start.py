@@ -1,7 +1,8 @@
 """Cold start: import time of each FC entry module against functions-framework alone.
 
-Modules: ``functions.fc`` (code package handlers), ``functions.main`` (functions-framework
-targets), ``functions.fc_container`` (custom container server) and ``functions_framework``.
+Modules: ``functions.barrage_app`` (the code package's handlers), ``functions.main``
+(functions-framework targets), ``functions.bindings.custom_container`` (custom container server)
+and ``functions_framework``.
 Each figure is the median of ``--runs`` fresh interpreters (bench/fc_import.py's probe: the
 time of the ``import`` statement alone, interpreter start-up excluded). For modules over the
 target, ``-X importtime`` names the costliest imports (self time, one fresh run).
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _support import ROOT, emit_json
 from fc_import import measure
 
-MODULES = ("functions.fc", "functions.main", "functions.fc_container", "functions_framework")
+MODULES = ("functions.barrage_app", "functions.main", "functions.bindings.custom_container", "functions_framework")
 
 
 def heaviest_imports(python: str, module: str, top: int) -> list[tuple[str, float, float]]:

@@ -1,4 +1,4 @@
-"""Cold-start import cost: ``functions.fc`` (the FC entry module) vs ``functions_framework``.
+"""Cold-start import cost: ``functions.barrage_app`` (the FC entry module) vs ``functions_framework``.
 
 Each figure is the median of fresh interpreter runs (imports are cached within one process).
 
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     figures = {module: measure(args.python, module, args.path, args.runs)
-               for module in ("functions.fc", "functions_framework")}
+               for module in ("functions.barrage_app", "functions_framework")}
     for module, ms in figures.items():
         print(f"{module:>22}: {'not importable' if ms is None else f'{ms:.1f} ms'}")
     print(json.dumps(figures))

@@ -3,7 +3,7 @@
 - per-event: one binary-mode CloudEvent per POST (KafkaSource's way), ``--threads`` keep-alive
   client connections;
 - batch: ``application/cloudevents-batch+json`` POSTs of ``--batch`` events, same connections;
-- fc: ``functions.fc.process(event, context)`` called in this process with a Kafka-trigger batch
+- fc: ``functions.barrage_app.processor(event, context)`` called in this process with a Kafka-trigger batch
   shaped like tests/events/fc_kafka_batch.json holding ``--batch`` records.
 
 The HTTP server is the processor as ``barrage up`` runs it (functions-framework + gunicorn,
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -82,7 +81,7 @@ def post_all(url: str, bodies: list[tuple[dict[str, str], bytes]], threads: int,
                         continue
                     if status != 200:
                         raise RuntimeError(f"processor answered {status}: {reply[:200]!r}")
-                    stored[index] += int(json.loads(reply)["stored"])
+                    stored[index] += int(json.loads(reply)["ok"])
                     break
         finally:
             client.close()
@@ -94,13 +93,13 @@ def post_all(url: str, bodies: list[tuple[dict[str, str], bytes]], threads: int,
 
 
 def run_fc(bodies: list[bytes], expect: int) -> float:
-    from functions import fc
+    from functions import barrage_app
 
     stored = 0
     started = time.perf_counter()
     for body in bodies:
-        result: dict[str, Any] = fc.process(body, None)
-        stored += int(result["stored"])
+        result: dict[str, Any] = barrage_app.processor(body, None)
+        stored += int(result["ok"])
     elapsed = time.perf_counter() - started
     if stored != expect:
         raise RuntimeError(f"fc stored {stored} of {expect}")
@@ -120,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rates: dict[str, list[float]] = {"per_event": [], "batch": [], "fc": []}
     with work_dir("bench-processor-") as work:
-        os.environ["BARRAGE_DB"] = str(work / "fc.db")  # functions.fc builds its services from the env
-        os.environ.pop("OTS_ENDPOINT", None)
-        os.environ.pop("KAFKA_SERVER", None)
+        from functions import barrage_app
+
+        barrage_app.app.configure({"BARRAGE_DB": str(work / "fc.db"), "BARRAGE_BUS": "memory"})
         with processor_server(work / "http.db", work, args.container_concurrency) as (url, _child):
             # Warm up: connections, SQLite files, first-request imports, FC services.
             warm = make_barrages(200, tag=99)

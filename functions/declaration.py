@@ -98,7 +98,7 @@ class Function:
     resources: Resources
     env: tuple[Env, ...]
     knative_workload: KnativeWorkload = "eci"
-    initializer: str | None = "functions.fc.initializer"
+    initializer: str | None = "functions.barrage_app.initializer"
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ HOMEPAGE = Function(
     fc_name="barrage-homepage",
     service="barrage-homepage",
     description="The barrage HomePage and its HTTP API",
-    handler="functions.fc.homepage_http",  # FC 3.0 HTTP trigger event handler (no WSGI there)
+    handler="functions.barrage_app.homepage",  # FC 3.0 HTTP events (and FC 2.0 WSGI): one handler
     trigger=HttpTrigger(),
     scaling=Scaling(concurrency=20, min_instances=0, max_instances=10),
     resources=Resources(timeout_s=30),
@@ -162,7 +162,7 @@ PROCESSOR = Function(
     fc_name="barrage-processor",
     service="barrage-process",
     description="Cleans barrages from Kafka and stores them",
-    handler="functions.fc.process",
+    handler="functions.barrage_app.processor",
     trigger=KafkaTrigger(source_name="barrage-source", topic="barrage-info", consumer_group="barrage-process"),
     # 2 as the seed: the queue-proxy then holds 20 requests before answering 503 (retried).
     scaling=Scaling(concurrency=2, min_instances=0, max_instances=100),

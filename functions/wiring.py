@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.adapters.tracing import Tracing, TracingPublisher, TracingStore, from_config
 from functions.config import Settings, TracingConfig
 from handlers.ports import Clock, Publisher, ResultStore, SystemClock
 from handlers.process import ProcessConfig
+
+if TYPE_CHECKING:
+    from functions.adapters.tablestore import KeySource
 
 log = logging.getLogger("barrage")
 
@@ -41,8 +44,11 @@ def process_config(settings: Settings) -> ProcessConfig:
     )
 
 
-def build_store(settings: Settings, credentials: Any = None) -> ResultStore:
-    """Tablestore when ``OTS_ENDPOINT`` is set, the SQLite file otherwise."""
+def build_store(settings: Settings, credentials: KeySource | None = None) -> ResultStore:
+    """Tablestore when ``OTS_ENDPOINT`` is set, the SQLite file otherwise.
+
+    ``credentials``: the function role's short-lived keys, read on every call (FC's STS keys expire).
+    """
     if settings.tablestore is not None:
         from functions.adapters.tablestore import store_from_config
 
@@ -65,7 +71,8 @@ def build_publisher(settings: Settings, store: ResultStore, clock: Clock, config
     return InProcessPublisher(store, clock, config)
 
 
-def build_services(settings: Settings, credentials: Any = None, tracing: Tracing | None = None) -> Services:
+def build_services(settings: Settings, credentials: KeySource | None = None,
+                   tracing: Tracing | None = None) -> Services:
     clock = SystemClock()
     config = process_config(settings)
     tracing = tracing or from_config(settings.tracing)

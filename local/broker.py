@@ -28,6 +28,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from local.processes import parent_death_signal
 from local.supervisor import free_port
 
 __all__ = ["BIN_ENV", "BrokerError", "LocalBroker", "broker", "find_broker_binary"]
@@ -77,6 +78,8 @@ def find_broker_binary(environ: Mapping[str, str] | None = None) -> Path:
 
 def _check_port_free(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As Tansu binds: connections of an earlier broker in TIME_WAIT do not make it busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError as exc:
@@ -90,6 +93,9 @@ class LocalBroker:
 
     ``bootstrap`` is the address for clients. ``create_topics`` is idempotent and
     ``new_topic`` gives a uniquely named topic, which keeps tests independent of each other.
+    With ``die_with_parent`` (Linux) Tansu gets SIGKILL when the thread that started it ends,
+    so a killed launcher (``barrage broker`` under ``barrage up``, a test run) leaves no broker
+    behind: start it from a thread that lives as long as you need the broker.
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class LocalBroker:
         startup_timeout_s: float = 15.0,
         stop_grace_s: float = 5.0,
         log_path: Path | str | None = None,
+        die_with_parent: bool = True,
     ) -> None:
         if partitions < 1:
             raise ValueError("partitions must be at least 1")
@@ -113,6 +120,7 @@ class LocalBroker:
         self.startup_timeout_s = startup_timeout_s
         self.stop_grace_s = stop_grace_s
         self.log_path = Path(log_path) if log_path is not None else None
+        self.die_with_parent = die_with_parent
         self._process: subprocess.Popen[bytes] | None = None
         self._admin: AdminClient | None = None
         self._lock = threading.Lock()
@@ -161,9 +169,10 @@ class LocalBroker:
         with open(self.log_path, "ab") as log:
             try:
                 self._process = subprocess.Popen(
-                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                    preexec_fn=parent_death_signal() if self.die_with_parent else None,
                 )
-            except OSError as exc:
+            except (OSError, subprocess.SubprocessError) as exc:
                 raise BrokerError(f"cannot run {binary}: {exc}") from exc
         self.port = port
         try:
@@ -278,6 +287,15 @@ class LocalBroker:
         self.stop()
 
 
+def _set_within(event: threading.Event, timeout_s: float) -> bool:
+    # Polls rather than event.wait(): the signal handler sets the event, and a handler that
+    # interrupts wait() while it holds the event's lock would deadlock on it.
+    deadline = time.monotonic() + timeout_s
+    while not event.is_set() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return event.is_set()
+
+
 @click.command("broker")
 @click.option("--port", type=click.IntRange(1, 65535), default=9092, show_default=True, help="Loopback port.")
 @click.option(
@@ -311,7 +329,9 @@ def broker(port: int, partitions: int, topics: Sequence[str]) -> None:
     try:
         while not stop.is_set():
             status = running.wait(0.5)
-            if status is not None:
+            # A signal to the whole process group (Ctrl-C, barrage up's stop) also reaches Tansu,
+            # which may exit before this process runs its handler.
+            if status is not None and not _set_within(stop, 0.5):
                 raise click.ClickException(f"broker exited with status {status}; log {running.log_path}")
         click.echo("stopping broker")
     finally:

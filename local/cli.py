@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 from importlib import metadata
@@ -21,6 +22,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "build": "local.build:build",
     "send": "local.send:send",
     "render": "local.render:render",
+    "run": "local.run:run",
 }
 
 
@@ -78,11 +80,12 @@ def version() -> None:
 def up(host: str, port: int, data_dir: Path, bus: str, store: str, processor_port: int, processors: int,
        broker_port: int, tablestore_port: int, fc_port: int | None, batch_size: int,
        container_concurrency: int | None) -> None:
-    """Run the whole service locally: broker, dispatcher, processor, store and HomePage."""
-    import os
+    """Run the whole service locally: broker, dispatcher, processor, store and HomePage.
 
-    from local.stack import StackOptions, run_stack
-    from local.supervisor import StackError
+    Ctrl-C, SIGTERM and closing the terminal (SIGHUP) stop it all within 3 s.
+    """
+    from local.stack import StackOptions, prepare_stack
+    from local.supervisor import StackError, StackInterrupted
 
     options = StackOptions(
         host=host, port=port, data_dir=data_dir, bus=bus, store=store, processor_port=processor_port,
@@ -90,31 +93,47 @@ def up(host: str, port: int, data_dir: Path, bus: str, store: str, processor_por
         batch_size=batch_size, kafka_server=os.environ.get("KAFKA_SERVER") or None,
         container_concurrency=container_concurrency,
     )
-    stopping: list[int] = []
-
-    def _stop(signum: int, _frame: object) -> None:
-        stopping.append(signum)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _stop)
     try:
-        supervisor, urls = run_stack(options)
+        supervisor, urls = prepare_stack(options, lambda line: _say(f"barrage up: {line}"))
     except StackError as exc:
-        click.echo(f"barrage up: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("stopped")
-        return
-    for name, url in urls.items():
-        click.echo(f"{name:>10}: {url}")
-    click.echo("Ctrl-C stops everything.")
+        _say(f"barrage up: {exc}", err=True)
+        sys.exit(1)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        supervisor.request_stop(signum)
+
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        # Under nohup the hang-up is meant to be ignored; Ctrl-C is handled even in the background.
+        if number == signal.SIGHUP and signal.getsignal(number) is signal.SIG_IGN:
+            continue
+        signal.signal(number, on_signal)
+    status = 0
     try:
+        supervisor.start()
+        for name, url in urls.items():
+            _say(f"{name:>10}: {url}")
+        _say("Ctrl-C stops everything.")
         supervisor.watch()
-    except KeyboardInterrupt:
+    except StackInterrupted:
         pass
+    except StackError as exc:
+        _say(f"barrage up: {exc}", err=True)
+        status = 1
     finally:
-        supervisor.stop()
-        click.echo("stopped")
+        report = supervisor.stop()
+        if report.stopped:  # a stack refused before it started (a busy port) stays one line
+            _say(report.summary())
+    sys.exit(status)
+
+
+def _say(line: str, err: bool = False) -> None:
+    """Print one line; a closed terminal (the hang-up that stopped us) or pipe is no error."""
+    try:
+        click.echo(line, err=err)
+    except OSError:
+        # Later writes (and the interpreter's final flush) would fail the same way.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, (sys.stderr if err else sys.stdout).fileno())
 
 
 if __name__ == "__main__":

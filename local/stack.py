@@ -5,6 +5,8 @@
     store: a SQLite file, or the Tablestore emulator (``--store tablestore``)
 
 ``--bus memory`` keeps the single-process mode: the HomePage processes in-process.
+The run file (``stack.json`` in the data directory) records the processes and ports of the stack
+that runs; ``prepare_stack`` stops whatever an earlier stack on that directory left running.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
-from local.supervisor import ChildSpec, Supervisor
+from local.runfile import RUN_FILE_NAME, RunFileError, stop_previous_stack
+from local.supervisor import ChildSpec, StackError, Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS_SOURCE = REPO_ROOT / "functions" / "main.py"
@@ -64,14 +67,10 @@ def container_concurrency_from_manifests(directory: Path = KNATIVE_DIR, default:
     return default
 
 
-# Targets that are ASGI apps, served by functions-framework's ASGI mode (uvicorn).
-ASGI_TARGETS = frozenset({"homepage"})
-
-
 def _ff(target: str, host: str, port: int) -> list[str]:
-    asgi = ["--asgi"] if target in ASGI_TARGETS else []
-    return [sys.executable, "-m", "functions_framework", *asgi, "--source", str(FUNCTIONS_SOURCE), "--target", target,
-            "--host", host, "--port", str(port)]
+    # Every target is an ASGI app, served by functions-framework's ASGI mode (uvicorn).
+    return [sys.executable, "-m", "functions_framework", "--asgi", "--source", str(FUNCTIONS_SOURCE),
+            "--target", target, "--host", host, "--port", str(port)]
 
 
 def _barrage(*args: str) -> list[str]:
@@ -117,6 +116,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
             _barrage("emulate", "tablestore", "--port", str(options.tablestore_port),
                      "--data", str(data_dir / "tablestore.db")),
             health_url=f"{endpoint}/_emulator/faults", ports=(options.tablestore_port,),
+            stop_signal=signal.SIGINT,  # its Ctrl-C path closes the SQLite file
         ))
         urls["tablestore"] = endpoint
     if options.bus == "memory":
@@ -136,6 +136,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
             _barrage("broker", "--port", str(options.broker_port), "--topic", "barrage-info",
                      "--topic", "barrage-info.dlq"),
             ready=_broker_ready(bootstrap), ports=(options.broker_port,),
+            stop_signal=signal.SIGINT,  # reaches Tansu too: on SIGTERM it waits ~5 s for clients
         ))
         urls["kafka"] = bootstrap
     concurrency = options.container_concurrency
@@ -145,8 +146,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
     specs.append(ChildSpec(
         "processor", _ff("process", "127.0.0.1", options.processor_port),
         env={**store_env, "ROLE": "processor", "CONTAINER_CONCURRENCY": str(concurrency),
-             # Enough threads for the running requests plus queue-proxy's queue of 10x.
-             "THREADS": str(max(8, concurrency * 11)), "WORKERS": str(options.processors)},
+             "WORKERS": str(options.processors)},
         health_url=f"{processor_url}healthz", ports=(options.processor_port,),
     ))
     urls["processor"] = processor_url
@@ -172,9 +172,15 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
     return specs, urls
 
 
-def run_stack(options: StackOptions) -> tuple[Supervisor, dict[str, str]]:
+def prepare_stack(options: StackOptions, say: Callable[[str], None], out: IO[str] = sys.stdout,
+                  ) -> tuple[Supervisor, dict[str, str]]:
+    """The stack's supervisor, not started, once whatever an earlier stack on the same data
+    directory left running is stopped. StackError if that cannot be done."""
     options.data_dir.mkdir(parents=True, exist_ok=True)
+    run_file = options.data_dir.resolve() / RUN_FILE_NAME
+    try:
+        stop_previous_stack(run_file, say)
+    except RunFileError as exc:
+        raise StackError(str(exc)) from None
     specs, urls = stack_specs(options)
-    supervisor = Supervisor(specs)
-    supervisor.start()
-    return supervisor, urls
+    return Supervisor(specs, out=out, run_file=run_file), urls

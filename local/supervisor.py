@@ -1,7 +1,16 @@
-"""Runs the local stack's processes: health waits, prefixed logs, restarts, clean stop."""
+"""Runs the local stack's processes: health waits, prefixed logs, restarts, a bounded stop.
+
+Nothing outlives the supervisor. Each child leads its own process group (and session, so the
+terminal's signals reach only the supervisor), gets SIGKILL from the kernel when the supervisor
+dies however it dies (Linux's parent-death signal), and a guard process (``local.guard``) kills
+the children's whole groups when the supervisor vanishes without stopping them. A stop sends
+each child its stop signal, waits for all of them against one deadline, then SIGKILLs the
+process groups still alive, whatever their clients hold open.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,16 +20,33 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
+
+from local import processes
+from local.runfile import TOKEN_ENV, RunProcess, RunRecord, remove_run_file, write_run_file
 
 COLOURS = ("\x1b[36m", "\x1b[35m", "\x1b[33m", "\x1b[32m", "\x1b[34m", "\x1b[31m")
 RESET = "\x1b[0m"
+# From the stop request (the signal) to every process gone; the children's graceful stops get
+# KILL_AFTER_S of it, the rest is for SIGKILL and the supervisor's own exit.
+STOP_TIMEOUT_S = 3.0
+KILL_AFTER_S = 2.0
 
 
 class StackError(RuntimeError):
     """A stack that cannot start; the message is one line for the terminal."""
+
+
+class PortsBusy(StackError):
+    """Ports the stack needs are held by other processes (named in the message)."""
+
+
+class StackInterrupted(Exception):
+    """A stop was requested (a signal) while the stack was starting."""
 
 
 @dataclass
@@ -35,8 +61,9 @@ class ChildSpec:
     ports: Sequence[int] = ()
     restart: bool = True
     startup_timeout_s: float = 30.0
+    # Sent to the child's whole process group on stop; the group gets SIGKILL at the deadline.
     # gunicorn drains open requests on SIGTERM, which waits out Server-Sent Event streams;
-    # SIGINT is its quick shutdown.
+    # SIGINT is its quick shutdown (and Tansu's).
     stop_signal: int = signal.SIGTERM
 
 
@@ -94,95 +121,339 @@ class Child:
         self.colour = colour
         self.out = out
         self.process: subprocess.Popen[bytes] | None = None
+        self.identity: str | None = None
         self.restarts = 0
 
-    def start(self) -> None:
-        env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            list(self.spec.argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        threading.Thread(target=self._pump, args=(self.process,), daemon=True).start()
+    @property
+    def group(self) -> int | None:
+        """The child's process group id: it leads its own, so this is its pid."""
+        return self.process.pid if self.process is not None else None
+
+    def start(self, extra_env: Mapping[str, str]) -> None:
+        """Spawn the child. Call from a thread that lives as long as the supervisor: the
+        parent-death signal fires when the spawning *thread* ends."""
+        env = {**os.environ, **self.spec.env, **extra_env, "PYTHONUNBUFFERED": "1"}
+        try:
+            self.process = subprocess.Popen(
+                list(self.spec.argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=processes.parent_death_signal(signal.SIGKILL),
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise StackError(f"{self.spec.name}: cannot run {self.spec.argv[0]}: {exc}") from None
+        self.identity = processes.identity(self.process.pid)
+        threading.Thread(target=self._pump, args=(self.process,), name=f"pump-{self.spec.name}", daemon=True).start()
 
     def _pump(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
-        prefix = f"{self.colour}{self.spec.name:>10} |{RESET} " if self.out.isatty() else f"{self.spec.name:>10} | "
+        try:
+            tty = self.out.isatty()
+        except (OSError, ValueError):
+            tty = False
+        prefix = f"{self.colour}{self.spec.name:>10} |{RESET} " if tty else f"{self.spec.name:>10} | "
+        writable = True
         for raw in process.stdout:
-            self.out.write(prefix + raw.decode("utf-8", "replace"))
-            self.out.flush()
+            if not writable:
+                continue  # keep draining, or the child blocks on a full pipe
+            try:
+                self.out.write(prefix + raw.decode("utf-8", "replace"))
+                self.out.flush()
+            except (OSError, ValueError):  # the terminal closed (EIO), a pipe reader left (EPIPE)
+                writable = False
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, grace_s: float = 10.0) -> None:
+    def send_stop(self) -> None:
+        if self.group is not None:
+            processes.kill_group(self.group, self.spec.stop_signal)
+
+    def kill(self) -> None:
+        if self.group is not None:
+            processes.kill_group(self.group, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class StopReport:
+    elapsed_s: float
+    stopped: tuple[str, ...] = ()  # children that were running, in the order they were signalled
+    killed: tuple[str, ...] = ()  # those whose process group still ran at the deadline: SIGKILL
+    kill_after_s: float = KILL_AFTER_S
+    surviving: tuple[str, ...] = ()  # still had processes after SIGKILL (unkillable: D state)
+    gone_after_s: Mapping[str, float] = field(default_factory=dict)  # per child, from the stop's start
+
+    def summary(self) -> str:
+        if not self.stopped:
+            return "stopped (nothing was running)"
+        text = f"stopped {', '.join(self.stopped)} in {self.elapsed_s:.1f} s"
+        if self.killed:
+            text += f"; needed SIGKILL after {self.kill_after_s:.1f} s: {', '.join(self.killed)}"
+        if self.surviving:
+            text += f"; STILL RUNNING after SIGKILL: {', '.join(self.surviving)}"
+        return text
+
+
+class GuardLink:
+    """The supervisor's end of ``local.guard``: tells it which process groups to kill if the
+    supervisor dies; end of the pipe (the supervisor's death) is what sets it off."""
+
+    def __init__(self, token: str, run_file: Path | None) -> None:
+        argv = [sys.executable, "-m", "local.guard", "--token", token]
+        if run_file is not None:
+            argv += ["--run-file", str(run_file)]
+        self._lock = threading.Lock()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.identity: str | None = None
+        try:
+            # Its own session: the terminal's Ctrl-C and hang-up are not for it.
+            self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                            start_new_session=True, env={**os.environ, TOKEN_ENV: token})
+            self.identity = processes.identity(self.process.pid)
+        except OSError:
+            self.process = None
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            process = self.process
+            if process is None or process.stdin is None:
+                return
+            try:
+                process.stdin.write(line.encode() + b"\n")
+                process.stdin.flush()
+            except (OSError, ValueError):  # it died: the parent-death signal still covers the children
+                self.process = None
+
+    def watch(self, group: int, identity: str | None) -> None:
+        self._send(f"watch {group} {identity or '-'}")
+
+    def forget(self, group: int) -> None:
+        self._send(f"forget {group}")
+
+    def done(self) -> None:
+        """A clean stop: the guard exits without touching anything."""
         process = self.process
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, self.spec.stop_signal)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        self._send("done")
+        if process is not None:
+            try:
+                if process.stdin is not None:
+                    process.stdin.close()
+                process.wait(2)
+            except (OSError, subprocess.TimeoutExpired):
+                process.kill()
+        self.process = None
 
 
 class Supervisor:
-    """Starts children in order, each healthy before the next; restarts any that dies."""
+    """Starts children in order, each healthy before the next; restarts any that dies.
 
-    def __init__(self, specs: Sequence[ChildSpec], out: IO[str] = sys.stdout, max_restarts: int = 20) -> None:
+    ``request_stop`` only sets a flag (safe in a signal handler); ``watch`` and ``start`` notice
+    it, and ``stop`` does the stopping. Call ``start``, ``watch`` and ``stop`` from the main
+    thread (or one that lives as long as the supervisor): children are spawned from there.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[ChildSpec],
+        out: IO[str] = sys.stdout,
+        max_restarts: int = 20,
+        run_file: Path | None = None,
+        stop_timeout_s: float = STOP_TIMEOUT_S,
+        kill_after_s: float = KILL_AFTER_S,
+        guard: bool = True,
+    ) -> None:
         self.children = [Child(spec, COLOURS[i % len(COLOURS)], out) for i, spec in enumerate(specs)]
         self.out = out
         self.max_restarts = max_restarts
+        self.run_file = run_file
+        self.stop_timeout_s = stop_timeout_s
+        self.kill_after_s = min(kill_after_s, stop_timeout_s)
+        self.token = uuid.uuid4().hex
+        self.use_guard = guard
+        self.guard: GuardLink | None = None
+        self.requested_signal: int | None = None
+        self.requested_at: float | None = None
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._report: StopReport | None = None
 
     def child(self, name: str) -> Child:
         return next(c for c in self.children if c.spec.name == name)
 
-    def start(self) -> None:
-        for child in self.children:
-            for port in child.spec.ports:
-                if not port_is_free("127.0.0.1", port):
-                    raise StackError(f"port {port} (for {child.spec.name}) is already in use; choose another")
+    @property
+    def stopping(self) -> bool:
+        return self.requested_signal is not None or self._stopping.is_set()
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Ask for a stop; only assigns attributes, so a signal handler may call it. The stop's
+        deadline counts from here."""
+        if self.requested_at is None:
+            self.requested_at = time.monotonic()
+        self.requested_signal = signum
+
+    def _say(self, line: str) -> None:
         try:
+            self.out.write(line + "\n")
+            self.out.flush()
+        except (OSError, ValueError):
+            pass
+
+    def check_ports(self) -> None:
+        busy = [(port, child.spec.name) for child in self.children for port in child.spec.ports
+                if not port_is_free("127.0.0.1", port)]
+        if busy:
+            held = "; ".join(f"port {port} (for {name}) is already in use by "
+                             f"{processes.describe_holders(processes.port_holders(port))}" for port, name in busy)
+            advice = "stop it or choose another port" if len(busy) == 1 else "stop them or choose other ports"
+            raise PortsBusy(f"{held}; {advice}")
+
+    def start(self) -> None:
+        """Start every child, each healthy before the next; on failure, stop what started.
+
+        Raises StackError (the stack cannot run) or StackInterrupted (``request_stop``)."""
+        self.check_ports()
+        try:
+            if self.use_guard:
+                self.guard = GuardLink(self.token, self.run_file)
+            self._write_run_file()
             for child in self.children:
                 self._start_one(child)
         except BaseException:
             self.stop()
             raise
 
+    def _spawn(self, child: Child) -> None:
+        with self._lock:  # not while ``stop`` runs: it would miss this child
+            if self.stopping:
+                raise StackInterrupted
+            child.start({TOKEN_ENV: self.token})
+            if self.guard is not None and child.group is not None:
+                self.guard.watch(child.group, child.identity)
+            self._write_run_file()
+
     def _start_one(self, child: Child) -> None:
-        child.start()
+        self._spawn(child)
+
+        def alive() -> bool:
+            return child.alive() and not self.stopping
+
         try:
             if child.spec.health_url:
-                wait_healthy(child.spec.health_url, child.spec.startup_timeout_s, child.alive)
+                wait_healthy(child.spec.health_url, child.spec.startup_timeout_s, alive)
             if child.spec.ready is not None:
-                wait_ready(child.spec.ready, child.spec.startup_timeout_s, child.alive)
+                wait_ready(child.spec.ready, child.spec.startup_timeout_s, alive)
         except StackError as exc:
+            if self.stopping:
+                raise StackInterrupted from None
             raise StackError(f"{child.spec.name}: {exc}") from None
 
+    def _record(self) -> RunRecord:
+        children = tuple(RunProcess(c.spec.name, c.process.pid, c.identity, tuple(c.spec.ports))
+                         for c in self.children if c.process is not None)
+        guard = None
+        if self.guard is not None and self.guard.process is not None:
+            guard = RunProcess("guard", self.guard.process.pid, self.guard.identity)
+        return RunRecord(self.token, RunProcess("supervisor", os.getpid(), processes.identity(os.getpid())),
+                         children, guard)
+
+    def _write_run_file(self) -> None:
+        if self.run_file is None:
+            return
+        try:
+            write_run_file(self.run_file, self._record())
+        except OSError as exc:
+            self._say(f"cannot write the run file {self.run_file}: {exc}")
+
+    def _clear_leftovers(self, child: Child) -> None:
+        """SIGKILL what a dead child left in its group (a worker holding the port), then forget it."""
+        group = child.group
+        if group is None:
+            return
+        if group in processes.live_groups([group]):
+            processes.kill_group(group)
+        if self.guard is not None:
+            self.guard.forget(group)
+
     def watch(self, poll_s: float = 0.5) -> None:
-        """Restart children that die, until ``stop`` is called."""
-        while not self._stopping.wait(poll_s):
+        """Restart children that die, until ``stop`` or ``request_stop``."""
+        while not self.stopping:
+            slept = 0.0
+            while slept < poll_s and not self.stopping:  # short steps: a signal only sets a flag
+                step = min(0.1, poll_s - slept)
+                self._stopping.wait(step)
+                slept += step
             for child in self.children:
-                if self._stopping.is_set() or child.alive() or not child.spec.restart:
+                if self.stopping:
+                    return
+                if child.alive() or not child.spec.restart:
                     continue
                 code = child.process.returncode if child.process else None
                 if child.restarts >= self.max_restarts:
-                    self.out.write(f"{child.spec.name} exited ({code}) too often; not restarting\n")
+                    self._say(f"{child.spec.name} exited ({code}) too often; not restarting")
                     child.spec.restart = False
                     continue
                 child.restarts += 1
-                self.out.write(f"{child.spec.name} exited ({code}); restart {child.restarts}\n")
+                self._say(f"{child.spec.name} exited ({code}); restart {child.restarts}")
+                self._clear_leftovers(child)
                 time.sleep(min(0.2 * child.restarts, 3.0))
                 try:
                     self._start_one(child)
+                except StackInterrupted:
+                    return
                 except StackError as exc:
-                    self.out.write(f"{exc}\n")
+                    self._say(str(exc))
 
-    def stop(self) -> None:
-        self._stopping.set()
-        for child in reversed(self.children):
-            child.stop()
+    @staticmethod
+    def _wait_groups(children: Sequence[Child], deadline: float, begin: float,
+                     gone_after: dict[str, float]) -> list[Child]:
+        """Wait until each child's whole process group is gone, or ``deadline``; those left.
+        ``gone_after`` gets, per child, the seconds from ``begin`` until its group was gone."""
+        pending = list(children)
+        while True:
+            exited = [c for c in pending if not c.alive()]
+            live = processes.live_groups([c.group for c in exited if c.group is not None]) if exited else set()
+            now = time.monotonic()
+            for child in exited:
+                if child.group not in live:
+                    gone_after[child.spec.name] = now - begin
+            pending = [c for c in pending if c.alive() or c.group in live]
+            if not pending or now >= deadline:
+                return pending
+            time.sleep(0.02)
+
+    def stop(self) -> StopReport:
+        """Stop every child: its stop signal, SIGKILL of the process groups still alive at
+        ``kill_after_s``, all within ``stop_timeout_s`` of the request. Idempotent: later calls
+        return the first report."""
+        with self._lock:
+            if self._report is not None:
+                return self._report
+            self._stopping.set()
+            begin = min(time.monotonic(), self.requested_at or float("inf"))
+            kill_after = self.kill_after_s
+            groups = [c.group for c in self.children if c.group is not None]
+            live = processes.live_groups(groups)
+            running = [c for c in reversed(self.children) if c.alive() or c.group in live]
+            for child in running:
+                child.send_stop()
+            gone_after: dict[str, float] = {}
+            late = self._wait_groups(running, begin + kill_after, begin, gone_after)
+            for child in late:
+                child.kill()
+            surviving = self._wait_groups(late, begin + self.stop_timeout_s, begin, gone_after)
+            for child in self.children:
+                if child.process is not None and child.process.poll() is None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.process.wait(max(0.0, begin + self.stop_timeout_s - time.monotonic()))
+            if self.guard is not None:
+                self.guard.done()
+            if self.run_file is not None and not surviving:
+                remove_run_file(self.run_file, self.token)
+            self._report = StopReport(
+                elapsed_s=time.monotonic() - begin,
+                stopped=tuple(c.spec.name for c in running),
+                killed=tuple(c.spec.name for c in late),
+                kill_after_s=kill_after,
+                surviving=tuple(c.spec.name for c in surviving),
+                gone_after_s=gone_after,
+            )
+            return self._report

@@ -16,12 +16,20 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from cloudevents.http import CloudEvent
 from cloudevents.kafka import KafkaMessage, from_binary, to_binary
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from functions.kafka import (
+    ConfigValue,
+    InitialOffset,
+    KafkaSettings,
+    client_config,
+    consumer_config,
+    producer_config,
+)
 from handlers.model import Barrage, ValidationError, parse_barrage
 from handlers.ports import PublishError
 
@@ -52,131 +60,10 @@ EVENT_TYPE = "barrage.sent"
 DEFAULT_SOURCE = "/barrage/homepage"
 CONTENT_TYPE = "application/json"
 
-ConfigValue = str | int | float | bool
 HeaderValue = str | bytes | None
 Headers = Mapping[str, HeaderValue] | Sequence[tuple[str, HeaderValue]] | None
 
 _log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaSettings:
-    """Where and how to reach Kafka; ``functions.config`` builds it from KAFKA_* variables.
-
-    ``user`` and ``password`` together select SASL_SSL (Alibaba Cloud's 9093 endpoint);
-    without them the connection is plaintext (the VPC's 9092 endpoint, the local broker).
-    """
-
-    servers: tuple[str, ...]
-    topic: str = DEFAULT_TOPIC
-    user: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    sasl_mechanism: str = "PLAIN"
-    # Alibaba's own client samples turn hostname checks off for their certificates; keep it
-    # on unless an endpoint proves it needs that.
-    verify_hostname: bool = True
-    client_id: str = "barrage"
-    # publish_many's bound: an answer (success or PublishError) always comes within this.
-    publish_timeout_s: float = 10.0
-    # Each publish_many waits for its acks, so lingering only delays the HTTP answer; records
-    # of concurrent callers still share batches while earlier requests are in flight.
-    # (1 ms against 5 ms: about 20% more HomePage POSTs/s, measured with 4 keep-alive clients.)
-    linger_ms: int = 1
-
-
-def _present(value: str | None) -> bool:
-    # An env var set to "" means "not configured", not "empty password".
-    return value is not None and value != ""
-
-
-def client_config(settings: KafkaSettings) -> dict[str, ConfigValue]:
-    """librdkafka settings shared by producers, consumers and admin clients."""
-    servers = [s.strip() for s in settings.servers if s.strip()]
-    if not servers:
-        raise ValueError("Kafka settings: no bootstrap server (KAFKA_SERVER is empty)")
-    config: dict[str, ConfigValue] = {
-        "bootstrap.servers": ",".join(servers),
-        "client.id": settings.client_id,
-    }
-    has_user, has_password = _present(settings.user), _present(settings.password)
-    if has_user != has_password:
-        missing = "KAFKA_PWD (password)" if has_user else "KAFKA_USER (user)"
-        raise ValueError(f"Kafka settings: SASL needs both KAFKA_USER and KAFKA_PWD; {missing} is missing")
-    if not has_user:
-        if _present(settings.ca_file):
-            raise ValueError("Kafka settings: KAFKA_CA is only used with SASL_SSL; set KAFKA_USER and KAFKA_PWD too")
-        config["security.protocol"] = "PLAINTEXT"
-        return config
-    if not settings.sasl_mechanism:
-        raise ValueError("Kafka settings: SASL mechanism is empty")
-    config.update(
-        {
-            "security.protocol": "SASL_SSL",
-            "sasl.mechanisms": settings.sasl_mechanism,
-            "sasl.username": str(settings.user),
-            "sasl.password": str(settings.password),
-            "ssl.endpoint.identification.algorithm": "https" if settings.verify_hostname else "none",
-        }
-    )
-    if _present(settings.ca_file):
-        config["ssl.ca.location"] = str(settings.ca_file)
-    else:
-        # The wheels' bundled OpenSSL does not know the system CA path; let librdkafka find it.
-        config["ssl.ca.location"] = "probe"
-    return config
-
-
-def producer_config(settings: KafkaSettings) -> dict[str, ConfigValue]:
-    """An idempotent, acks=all producer whose deliveries resolve within the publish timeout."""
-    if settings.publish_timeout_s <= 0:
-        raise ValueError("Kafka settings: publish_timeout_s must be positive")
-    timeout_ms = int(settings.publish_timeout_s * 1000)
-    config = client_config(settings)
-    config.update(
-        {
-            "acks": "all",
-            "enable.idempotence": True,
-            # librdkafka scans for expired messages about once a second: expire them a little
-            # before our own deadline so callers get librdkafka's definitive answer.
-            "message.timeout.ms": max(1, timeout_ms - min(1000, timeout_ms // 5)),
-            "linger.ms": settings.linger_ms,
-            # The Java client's partitioner: a room lands on the same partition whichever
-            # client (or language) produced it.
-            "partitioner": "murmur2_random",
-            "socket.connection.setup.timeout.ms": max(1000, min(timeout_ms, 30000)),
-        }
-    )
-    return config
-
-
-InitialOffset = Literal["earliest", "latest"]
-
-
-def consumer_config(
-    settings: KafkaSettings, group_id: str, initial_offset: InitialOffset = "latest"
-) -> dict[str, ConfigValue]:
-    """Manual commits, and timings that let a group form in seconds (PLATFORM.md section 11)."""
-    if initial_offset not in ("earliest", "latest"):
-        raise ValueError(f"initial offset must be earliest or latest, not {initial_offset!r}")
-    if not group_id:
-        raise ValueError("consumer group id is empty")
-    config = client_config(settings)
-    config.update(
-        {
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": initial_offset,
-            "session.timeout.ms": 6000,
-            "heartbeat.interval.ms": 1500,
-            "fetch.wait.max.ms": 20,
-        }
-    )
-    return config
 
 
 # --------------------------------------------------------------------------- codec
@@ -443,7 +330,7 @@ class KafkaPublisher:
         timeout_s = self.settings.publish_timeout_s
         deadline = time.monotonic() + timeout_s
         producer = self.producer()
-        topic = self.settings.topic
+        topic = self.settings.topic or DEFAULT_TOPIC
         deliveries = _Deliveries(len(barrages))
         failed: dict[str, str] = {}
         for index, barrage in enumerate(barrages):
@@ -561,6 +448,7 @@ def settings_from_config(config: KafkaConfigLike) -> KafkaSettings:
         user=config.user,
         password=config.password,
         ca_file=config.ca_file,
+        client_id="barrage",
     )
 
 
@@ -649,7 +537,8 @@ class KafkaRecordConsumer:
         self._on_revoke = on_revoke
         self._consumer: Any = consumer_factory(config)
         self._closed = False
-        self._consumer.subscribe(list(topics or (settings.topic,)), on_assign=self._assigned, on_revoke=self._revoked)
+        self._consumer.subscribe(list(topics or (settings.topic or DEFAULT_TOPIC,)), on_assign=self._assigned,
+                                 on_revoke=self._revoked)
 
     def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         if self._on_assign is not None:

@@ -40,11 +40,12 @@ import json
 import logging
 import math
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import tablestore
 from tablestore.retry import RetryPolicy, RetryUtil
@@ -57,6 +58,27 @@ if TYPE_CHECKING:
     from functions.config import TablestoreConfig
 
 CURSOR_KIND = "tablestore"
+
+
+class AccessKeyLike(Protocol):
+    @property
+    def access_key_id(self) -> str: ...
+
+    @property
+    def access_key_secret(self) -> str: ...
+
+    @property
+    def security_token(self) -> str | None: ...
+
+
+class KeySource(Protocol):
+    """Where the newest short-lived keys are (``functions.lifecycle.CredentialsSource``)."""
+
+    @property
+    def version(self) -> int: ...
+
+    def current(self) -> AccessKeyLike | None: ...
+
 PK_SCHEMA = [("pk", "STRING"), ("ts", "INTEGER"), ("id", "STRING")]
 MAX_BATCH_ROWS = 200
 MAX_BATCH_BYTES = 4 * 1024 * 1024
@@ -177,6 +199,7 @@ class TablestoreResultStore:
         enable_native: bool = True,
         clock: Clock | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        keys: KeySource | None = None,
     ) -> None:
         self.table_name = table_name
         self.retry = retry or TablestoreRetry()
@@ -200,14 +223,33 @@ class TablestoreResultStore:
             # and at level NOTSET it renders every request as text for debug logging, which
             # costs more than the request itself. This store reports what matters itself.
             sdk_logger.setLevel(logging.CRITICAL)
-        self.client = tablestore.OTSClient(
-            endpoint, access_key_id, access_key_secret, instance_name,
-            sts_token=sts_token, enable_native=enable_native,
-            socket_timeout=self.retry.socket_timeout_s, logger_name=f"{__name__}.sdk",
-            retry_policy=BoundedRetryPolicy(self.retry.sdk_max_retries, self.retry.sdk_delay_base_s,
-                                            self.retry.sdk_delay_max_s),
-        )
+        def connect(key_id: str, secret: str, token: str | None) -> Any:
+            return tablestore.OTSClient(
+                endpoint, key_id, secret, instance_name,
+                sts_token=token, enable_native=enable_native,
+                socket_timeout=self.retry.socket_timeout_s, logger_name=f"{__name__}.sdk",
+                retry_policy=BoundedRetryPolicy(self.retry.sdk_max_retries, self.retry.sdk_delay_base_s,
+                                                self.retry.sdk_delay_max_s),
+            )
+
+        self._connect = connect
+        self._keys = keys
+        self._keys_version = keys.version if keys is not None else 0
+        self._client_lock = threading.Lock()
+        self._client = connect(access_key_id, access_key_secret, sts_token)
         self._ensure_table(ttl_seconds, max_versions)
+
+    @property
+    def client(self) -> Any:
+        """The SDK client, rebuilt when the function's short-lived keys have changed (FC's STS keys expire)."""
+        keys = self._keys
+        if keys is not None and keys.version != self._keys_version:
+            with self._client_lock:
+                key = keys.current()
+                if key is not None and keys.version != self._keys_version:
+                    self._client = self._connect(key.access_key_id, key.access_key_secret, key.security_token)
+                    self._keys_version = keys.version
+        return self._client
 
     def _ensure_table(self, ttl_seconds: int, max_versions: int) -> None:
         try:
@@ -522,25 +564,21 @@ class TablestoreResultStore:
             floor = min(floor, last_delivered)
         return _Position(floor, {e for e in position.seen if e[0] >= floor[0]})
 
-def store_from_config(config: TablestoreConfig, credentials: Any = None, **options: Any) -> TablestoreResultStore:
+def store_from_config(config: TablestoreConfig, keys: KeySource | None = None, **options: Any) -> TablestoreResultStore:
     """Build the store from ``functions.config.TablestoreConfig``.
 
-    Keys come from the config (OTS_KEYID/OTS_SECRET or the STS environment triple); when it
-    has none, from ``credentials``, e.g. Function Compute's ``context.credentials`` (an object
-    with access_key_id / access_key_secret / security_token, snake_case or camelCase).
+    Long-lived keys in the config (OTS_KEYID/OTS_SECRET) are used as they are. Without them the
+    store signs with the function role's short-lived keys from ``keys`` (FC's
+    ``context.credentials`` of the latest invocation, or the ``ALIBABA_CLOUD_*`` variables), and
+    rebuilds its client whenever they change.
     """
     key_id, secret, token = config.access_key_id, config.access_key_secret, config.security_token
-    if not key_id and credentials is not None:
-        def field(snake: str, camel: str) -> str | None:
-            value = getattr(credentials, snake, None) or getattr(credentials, camel, None)
-            return str(value) if value else None
-
-        key_id = field("access_key_id", "accessKeyId")
-        secret = field("access_key_secret", "accessKeySecret")
-        token = field("security_token", "securityToken")
+    source = None
+    if not key_id and keys is not None and (key := keys.current()) is not None:
+        key_id, secret, token, source = key.access_key_id, key.access_key_secret, key.security_token, keys
     if not key_id or not secret:
-        raise ValueError("Tablestore needs OTS_KEYID/OTS_SECRET or function credentials")
+        raise ValueError("Tablestore needs OTS_KEYID/OTS_SECRET or the function role's keys (FC credentials)")
     return TablestoreResultStore(
         config.endpoint, key_id, secret, config.instance, config.table, sts_token=token,
-        ttl_seconds=config.ttl_seconds, max_versions=config.max_versions, **options,
+        ttl_seconds=config.ttl_seconds, max_versions=config.max_versions, keys=source, **options,
     )

@@ -448,7 +448,7 @@ class Dispatcher:
             return True
         ok = True
         for record, event, result in zip(records, events, results, strict=False):
-            if isinstance(result, dict) and result.get("status") == "rejected":
+            if isinstance(result, dict) and result.get("status") == "reject":
                 ok = self._dead_letter(record, event, 400, str(result.get("reason", "rejected")), b"") and ok
         return ok
 

@@ -99,9 +99,16 @@ def runtime(request: pytest.FixtureRequest) -> Runtime:
     return image
 
 
+def dockerfile_app() -> str:
+    match = re.search(r"FUNCTIONS_APP=(\S+)", (REPO / "Dockerfile").read_text(encoding="utf-8"))
+    assert match, "the Dockerfile no longer names the app (ENV FUNCTIONS_APP=...)"
+    return match.group(1)
+
+
 def environment(tmp_path: Path, role: str, workload_class: str, port: int) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")}
-    return {**keep, "ROLE": role, "WORKLOAD_CLASS": workload_class, "HOST": "127.0.0.1", "PORT": str(port),
+    return {**keep, "FUNCTIONS_APP": dockerfile_app(), "ROLE": role, "WORKERS": "1",
+            "WORKLOAD_CLASS": workload_class, "HOST": "127.0.0.1", "PORT": str(port),
             "BARRAGE_BUS": "memory", "BARRAGE_DB": str(tmp_path / "barrage.db"), "THREADS": "2",
             "PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -170,9 +177,9 @@ def test_processor_knative_takes_a_binary_cloudevent(runtime: Runtime, start, ro
     headers, body = http_event("kafkasource_binary_forwarded.json")
     status, answer = request(f"{base}/", "POST", body, headers)
     assert status == 200, answer
-    # The same app must refuse what is not a CloudEvent (400: KafkaSource dead-letters, no retry).
+    # The same app must refuse what is not a CloudEvent (4xx: KafkaSource dead-letters, no retry).
     status, _ = request(f"{base}/", "POST", b"{}", {"Content-Type": "application/json"})
-    assert status == 400
+    assert status == 415
 
 
 def test_processor_fc_takes_a_kafka_batch(runtime: Runtime, start) -> None:
@@ -182,11 +189,12 @@ def test_processor_fc_takes_a_kafka_batch(runtime: Runtime, start) -> None:
                               "x-fc-control-path": "/invoke"})
     assert status == 200, answer
     result = json.loads(answer)
-    assert result["stored"] == 2 and result["rejected"] == 1
+    assert result["ok"] == 2 and result["reject"] == 1
 
 
 @pytest.mark.parametrize(("variable", "value"), [("ROLE", "deadletter"), ("WORKLOAD_CLASS", "lambda"),
-                                                 ("PORT", "http")])
+                                                 ("PORT", "http"), ("WORKERS", "many"),
+                                                 ("FUNCTIONS_APP", "no.such.module")])
 def test_unknown_values_exit_2_with_one_line(tmp_path: Path, variable: str, value: str) -> None:
     env = {**environment(tmp_path, "homepage", "knative", free_port()), variable: value}
     done = subprocess.run([sys.executable, "-m", "functions.entrypoint"], cwd=REPO, env=env,

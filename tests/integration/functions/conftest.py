@@ -1,51 +1,32 @@
-"""functions-framework test clients for the targets of functions/main.py."""
+"""functions-framework test clients for barrage's targets (functions/main.py), on a configured app."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from flask.testing import FlaskClient
 from starlette.testclient import TestClient
 
-import functions.main
+from functions import barrage_app
 from functions.main import FUNCTIONS_SOURCE_FILE
 
-ClientFactory = Callable[..., FlaskClient]
 AsgiClientFactory = Callable[..., TestClient]
 
 
 @pytest.fixture
-def target_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """The functions-framework boundary reads os.environ, as it does when deployed; Kafka and
-    Tablestore are unset so the embedded defaults serve, on a fresh SQLite file."""
+def target_environment(tmp_path: Path) -> Iterator[Callable[..., None]]:
+    """Configure barrage's app as a deployment's environment would (Kafka and Tablestore unset, so
+    the embedded defaults serve, on a fresh SQLite file); no os.environ is touched."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "OTS_", "ALIBABA_CLOUD_", "BARRAGE_"))}
 
     def apply(**environ: str) -> None:
-        monkeypatch.setenv("BARRAGE_DB", str(tmp_path / "barrage.db"))
-        monkeypatch.delenv("KAFKA_SERVER", raising=False)
-        monkeypatch.delenv("OTS_ENDPOINT", raising=False)
-        for name, value in environ.items():
-            monkeypatch.setenv(name, value)
-        functions.main.reset()
+        barrage_app.app.configure({**base, "BARRAGE_DB": str(tmp_path / "barrage.db"), **environ})
 
-    return apply
-
-
-@pytest.fixture
-def ff_client(target_environment: Callable[..., None]) -> Iterator[ClientFactory]:
-    """``ff_client(target, **env)``: functions-framework's own (Flask) app for ``target``."""
-    import functions_framework
-
-    def make(target: str, **environ: str) -> FlaskClient:
-        target_environment(**environ)
-        app = functions_framework.create_app(target=target, source=str(FUNCTIONS_SOURCE_FILE))
-        client: FlaskClient = app.test_client()
-        return client
-
-    yield make
-    functions.main.reset()
+    yield apply
+    barrage_app.app.reset()
 
 
 @pytest.fixture
@@ -62,4 +43,3 @@ def ff_asgi_client(target_environment: Callable[..., None]) -> Iterator[AsgiClie
             return client
 
         yield make
-    functions.main.reset()

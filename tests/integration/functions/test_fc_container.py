@@ -82,7 +82,7 @@ def test_initialize_then_invoke(processor: Container) -> None:
                                            fc_headers("inv-1", "/invoke"))
     assert status == 200 and headers["x-fc-status"] == "200"
     result: dict[str, Any] = json.loads(body)
-    assert (result["stored"], result["rejected"]) == (2, 1)
+    assert (result["ok"], result["reject"]) == (2, 1)
     processor.stop()
     log = processor.log.read_text()
     assert "FC Invoke Start RequestId: inv-1" in log and "FC Invoke End RequestId: inv-1" in log
@@ -91,7 +91,7 @@ def test_initialize_then_invoke(processor: Container) -> None:
 def test_invoke_error_is_404_with_x_fc_status(processor: Container) -> None:
     status, headers, body = processor.post("/invoke", b"not json", fc_headers("inv-2", "/invoke"))
     assert status == 404 and headers["x-fc-status"] == "404"
-    assert json.loads(body)["errorType"] == "InvalidEvent"
+    assert json.loads(body)["errorType"] == "InvalidInvocation"
 
 
 def test_homepage_http_passthrough(homepage: Container) -> None:

@@ -14,17 +14,16 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.testclient import TestClient
-from werkzeug.serving import make_server
 
 from functions.adapters.kafka import KafkaSettings, publisher_from_config
 from functions.adapters.memory import MemoryResultStore
 from functions.adapters.sqlite import SQLiteResultStore
 from functions.adapters.tracing import Tracing, TracingPublisher, TracingStore, current_traceparent, from_config
-from functions.concurrency import ConcurrencyLimiter
+from functions.app import App
+from functions.bindings.cloudevents_http import sink_app
 from functions.config import KafkaConfig, Settings, TracingConfig
 from functions.homepage import create_app
-from functions.processor import decode_fc_event, handle
-from functions.processor_http import create_processor_app
+from functions.processor import handle, process_records
 from functions.wiring import Services, process_config
 from handlers.ports import SystemClock
 from handlers.process import ProcessConfig
@@ -32,8 +31,10 @@ from local.broker import LocalBroker
 from local.kafkasource.dispatcher import DispatchOptions
 from local.kafkasource.manifest import load_manifest
 from local.kafkasource.run import run_dispatchers
+from tests.asgi_server import serving
 from tests.golden import raw
 from tests.integration.local.dispatch_support import write_manifest
+from tests.unit.functions.decoding import decode_fc_event
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -92,13 +93,12 @@ def test_a_barrage_is_one_trace_from_send_to_store(kafka_broker: LocalBroker, tm
     settings = Settings.from_environ({})
     store = TracingStore(SQLiteResultStore(tmp_path / "store.db"), processor)
     services = Services(settings, store, publisher, SystemClock(), process_config(settings), tracing=processor)
-    app = create_processor_app(services, ConcurrencyLimiter(0))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    app: App[Services] = App("traced", module=__name__, dependencies=lambda _e, _k: services, environ={})
+    sink = sink_app(app.event("processor", batch=True)(process_records), concurrency=0)
+    with serving(sink) as base:
         manifest = write_manifest(tmp_path / "source.yaml", topic, f"g-{topic}")
         spec = load_manifest(manifest).with_bootstrap((kafka_broker.bootstrap,))
-        options = DispatchOptions(sink_url=f"http://127.0.0.1:{server.server_port}/", batch_size=batch_size)
+        options = DispatchOptions(sink_url=f"{base}/", batch_size=batch_size)
         until = threading.Event()
         thread = threading.Thread(
             target=run_dispatchers,
@@ -110,8 +110,6 @@ def test_a_barrage_is_one_trace_from_send_to_store(kafka_broker: LocalBroker, tm
         finally:
             until.set()
             thread.join(30)
-    finally:
-        server.shutdown()
 
     root = by_name(sender_spans.get_finished_spans(), "barrage-sender")
     send_span = by_name(sender_spans.get_finished_spans(), "sender")
@@ -161,7 +159,7 @@ def collector() -> Iterator[tuple[str, Collector]]:
 def test_spans_reach_a_zipkin_collector_as_v2_json(collector: tuple[str, Collector]) -> None:
     url, received = collector
     tracing = from_config(TracingConfig(endpoint=url, service_name="barrage-processor"))
-    events = decode_fc_event(raw("eventbridge_kafka_batch.json"), SystemClock())
+    events = decode_fc_event(raw("eventbridge_kafka_batch.json"))
     handle(events, TracingStore(MemoryResultStore(), tracing), SystemClock(), ProcessConfig(), tracing)
     assert tracing.provider is not None
     assert tracing.provider.force_flush(5000)
@@ -188,7 +186,7 @@ def test_a_collector_that_is_down_fails_nothing() -> None:
     tracing = from_config(TracingConfig(endpoint=url, service_name="barrage-processor"))
     store = TracingStore(MemoryResultStore(), tracing)
     for _ in range(20):
-        events = decode_fc_event(raw("direct_invoke_list.json"), SystemClock())
+        events = decode_fc_event(raw("direct_invoke_list.json"))
         outcomes = handle(events, store, SystemClock(), ProcessConfig(), tracing)
         assert {o.status.value for o in outcomes} <= {"stored", "duplicate"}
     assert tracing.provider is not None

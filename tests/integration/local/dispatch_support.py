@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,24 +12,25 @@ from typing import Any
 
 import yaml
 from confluent_kafka import Consumer, TopicPartition
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from functions.adapters.kafka import KafkaPublisher, KafkaSettings
 from functions.adapters.memory import MemoryPublisher
 from functions.adapters.sqlite import SQLiteResultStore
-from functions.concurrency import ConcurrencyLimiter
+from functions.app import App
+from functions.bindings.cloudevents_http import sink_app
 from functions.config import Settings
-from functions.processor_http import create_processor_app
+from functions.processor import process_records
 from functions.wiring import Services, process_config
 from handlers.model import Barrage, new_id
 from handlers.ports import SystemClock
+from tests.asgi_server import serving
 
 BASE_MS = 1_767_225_600_000
 
 
 @dataclass
 class Recorder:
-    """WSGI middleware: records deliveries, and can fail chosen attempts (503) for tests."""
+    """ASGI middleware: records deliveries, and can fail chosen attempts (503) for tests."""
 
     app: Any
     fail_first: int = 0  # answer 503 to the first N attempts of each event
@@ -37,25 +38,31 @@ class Recorder:
     attempts: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        event_id = environ.get("HTTP_CE_ID", "")
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        event_id = next((v.decode() for k, v in scope["headers"] if k == b"ce-id"), "")
         with self.lock:
             seen = self.attempts.get(event_id, 0)
             self.attempts[event_id] = seen + 1
         if event_id and seen < self.fail_first:
-            start_response("503 Service Unavailable", [("content-type", "application/json")])
-            return [b'{"error": {"status": 503, "message": "injected"}}']
-        captured: list[str] = []
+            body = b'{"error": {"status": 503, "message": "injected"}}'
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        statuses: list[int] = []
 
-        def recording_start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            captured.append(status)
-            return start_response(status, headers, exc_info)
+        async def recording_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(int(message["status"]))
+            await send(message)
 
-        body = list(self.app(environ, recording_start))
-        if captured and captured[0].startswith("2") and event_id:
+        await self.app(scope, receive, recording_send)
+        if statuses and 200 <= statuses[0] < 300 and event_id:
             with self.lock:
                 self.arrivals.append(event_id)
-        return body
 
 
 @dataclass
@@ -67,19 +74,17 @@ class Processor:
 
 @contextmanager
 def running_processor(db: Path, fail_first: int = 0) -> Iterator[Processor]:
+    """Barrage's processor function as a real HTTP CloudEvents sink (uvicorn), on a SQLite file."""
     settings = Settings.from_environ({})
     store = SQLiteResultStore(db)
     services = Services(settings, store, MemoryPublisher(), SystemClock(), process_config(settings))
-    app = create_processor_app(services, ConcurrencyLimiter(0))
-    recorder = Recorder(app.wsgi_app, fail_first=fail_first)
-    server: BaseWSGIServer = make_server("127.0.0.1", 0, recorder, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Processor(f"http://127.0.0.1:{server.server_port}/", store, recorder)
-    finally:
-        server.shutdown()
-        thread.join(5)
+    app: App[Services] = App("processor-under-test", module=__name__, dependencies=lambda _env, _keys: services,
+                             environ={})
+    function = app.event("processor", batch=True)(process_records)
+    recorder = Recorder(sink_app(function, concurrency=0), fail_first=fail_first)
+    with serving(recorder) as base:
+        yield Processor(f"{base}/", store, recorder)
+    store.close()
 
 
 def make_barrages(count: int, rooms: int = 30) -> list[Barrage]:

@@ -56,11 +56,11 @@ def test_sync_processor_with_log_tail(client: Any, server: LocalFCServer) -> Non
     batch = (EVENTS / "fc_kafka_batch.json").read_bytes()
     response = sync(client, "barrage-processor", batch, **{"x-fc-log-type": "Tail"})
     result = json.loads(response.data)
-    assert (result["stored"], result["rejected"]) == (2, 1)
+    assert (result["ok"], result["reject"]) == (2, 1)
     tail = base64.b64decode(response.headers["x-fc-log-result"]).decode()
     request_id = response.headers["x-fc-request-id"]
     assert f"FC Invoke Start RequestId: {request_id}" in tail and f"FC Invoke End RequestId: {request_id}" in tail
-    assert "rejected" in tail
+    assert "reject" in tail
     assert [i["text"] for i in fetch_room(server, "room-1")] == ["hello from kafka", "second"]
 
 

@@ -153,10 +153,11 @@ def test_dead_letter_sink_url_receives_the_event(kafka_broker: LocalBroker, tmp_
         received: list[dict[str, str]] = []
         original = dls.recorder.app
 
-        def capture(environ, start_response):
-            received.append({k: v for k, v in environ.items() if k.startswith("HTTP_CE_")})
-            start_response("202 Accepted", [])
-            return [b""]
+        async def capture(scope, receive, send):
+            received.append({"HTTP_" + k.decode().upper().replace("-", "_"): v.decode()
+                             for k, v in scope["headers"] if k.startswith(b"ce-")})
+            await send({"type": "http.response.start", "status": 202, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
 
         dls.recorder.app = capture
         options = DispatchOptions(sink_url=processor.url, dead_letter_url=dls.url)

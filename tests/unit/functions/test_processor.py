@@ -1,21 +1,20 @@
+"""Barrage's processor function on the records every binding delivers (golden payloads, in-process)."""
+
 from __future__ import annotations
 
 import pytest
 
 from functions.adapters.memory import MemoryResultStore
-from functions.processor import (
-    BadRequest,
-    DecodedEvent,
-    EventOutcome,
-    decode_fc_event,
-    decode_http,
-    handle,
-    http_status,
-    summary,
-)
+from functions.app import Invocation, OutcomeKind, Record
+from functions.bindings import InvalidInvocation
+from functions.bindings.cloudevents_http import BadDelivery, decode
+from functions.config import Settings
+from functions.processor import DecodedEvent, handle, process_records
+from functions.wiring import Services, process_config
 from handlers.model import Barrage
 from handlers.process import OutcomeStatus, ProcessConfig
 from tests.golden import http_event, raw
+from tests.unit.functions.decoding import decode_fc_event, decode_http
 
 NOW = 1_767_225_700_000
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -75,12 +74,12 @@ def test_broken_single_events_carry_a_permanent_reason(name: str, reason: str) -
     [("broken_batch_not_array.json", "JSON array"), ("broken_not_cloudevent.json", "not a CloudEvent")],
 )
 def test_unusable_requests_are_bad_requests(name: str, message: str) -> None:
-    with pytest.raises(BadRequest, match=message):
+    with pytest.raises(BadDelivery, match=message):
         decode_http(*http_event(name))
 
 
 def test_structured_body_that_is_not_json() -> None:
-    with pytest.raises(BadRequest, match="not valid JSON"):
+    with pytest.raises(BadDelivery, match="not valid JSON"):
         decode_http({"Content-Type": "application/cloudevents+json"}, b"\xff")
 
 
@@ -88,7 +87,7 @@ def test_structured_body_that_is_not_json() -> None:
     "name", ["eventbridge_kafka_batch.json", "eventbridge_kafka_batch_strings.json", "eventbridge_kafka_rawdata.json"]
 )
 def test_fc_kafka_trigger_shapes(name: str) -> None:
-    events = decode_fc_event(raw(name), FixedClock())
+    events = decode_fc_event(raw(name))
     assert [e.barrage.id if e.barrage else None for e in events] == [
         "01JQ0000000000000000000001",
         "01JQ0000000000000000000002",
@@ -97,21 +96,21 @@ def test_fc_kafka_trigger_shapes(name: str) -> None:
 
 
 def test_fc_kafka_trigger_poison_records_are_marked_not_raised() -> None:
-    events = decode_fc_event(raw("eventbridge_kafka_batch_with_poison.json"), FixedClock())
+    events = decode_fc_event(raw("eventbridge_kafka_batch_with_poison.json"))
     assert events[0].barrage is not None
     assert [e.error is not None for e in events] == [False, True, True, True]
 
 
 def test_fc_direct_invocation_stamps_ids() -> None:
-    events = decode_fc_event(raw("direct_invoke_list.json"), FixedClock())
+    events = decode_fc_event(raw("direct_invoke_list.json"))
     first, second = (e.barrage for e in events)
     assert first is not None and first.sent_at == NOW and len(first.id) == 26
     assert second is not None and second.id == "direct-2"
 
 
 def test_fc_event_not_json() -> None:
-    with pytest.raises(BadRequest):
-        decode_fc_event(b"\x00garbage", FixedClock())
+    with pytest.raises(InvalidInvocation):
+        decode_fc_event(b"\x00garbage")
 
 
 def test_handle_gives_one_outcome_per_event_and_is_idempotent() -> None:
@@ -122,26 +121,36 @@ def test_handle_gives_one_outcome_per_event_and_is_idempotent() -> None:
     again = handle(events, store, FixedClock(), ProcessConfig())
     assert [o.status for o in again][:2] == [OutcomeStatus.DUPLICATE, OutcomeStatus.DUPLICATE]
     assert store.count() == 2
-    assert summary(again)["duplicate"] == 2
 
 
-def outcome(status: OutcomeStatus) -> EventOutcome:
-    return EventOutcome("e", "b", status)
+def services(store: MemoryResultStore) -> Services:
+    settings = Settings.from_environ({"BARRAGE_BUS": "memory"})
+    return Services(settings, store, None, FixedClock(), process_config(settings))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("statuses", "batch", "expected"),
-    [
-        ([OutcomeStatus.STORED], False, 200),
-        ([OutcomeStatus.DUPLICATE], False, 200),
-        ([OutcomeStatus.REJECTED], False, 400),
-        ([OutcomeStatus.FAILED], False, 503),
-        ([OutcomeStatus.STORED, OutcomeStatus.REJECTED], True, 200),
-        ([OutcomeStatus.STORED, OutcomeStatus.FAILED, OutcomeStatus.REJECTED], True, 503),
-    ],
-)
-def test_outcome_mapping(statuses: list[OutcomeStatus], batch: bool, expected: int) -> None:
-    assert http_status([outcome(s) for s in statuses], batch) == expected
+def test_the_function_maps_every_status_to_an_outcome() -> None:
+    store = MemoryResultStore()
+    delivered, _ = decode({"content-type": "application/cloudevents-batch+json"}, http_event("batch.json")[1])
+    records = [d for d in delivered if isinstance(d, Record)]
+    invocation = Invocation(services(store), "processor", "test", batch=True)
+    first = process_records(records, invocation)
+    assert [o.kind for o in first] == [OutcomeKind.OK, OutcomeKind.OK, OutcomeKind.REJECT]
+    assert first[0].detail["barrage_id"] == "01JQ0000000000000000000001"
+    assert first[2].reason == "sent_at: is required"
+    again = process_records(records, invocation)
+    assert [o.kind for o in again][:2] == [OutcomeKind.DUPLICATE, OutcomeKind.DUPLICATE]
+
+
+def test_a_record_of_an_unknown_type_is_rejected() -> None:
+    record = Record(id="x", source="/s", type="com.example.other", data=b"{}")
+    (outcome,) = process_records([record], Invocation(services(MemoryResultStore()), "processor", "test"))
+    assert outcome.kind is OutcomeKind.REJECT and "unsupported event type" in outcome.reason
+
+
+def test_deeply_nested_data_is_rejected_not_a_crash() -> None:
+    record = Record(id="x", source="/s", type="barrage.sent", data=b"[" * 50_000)
+    (outcome,) = process_records([record], Invocation(services(MemoryResultStore()), "processor", "test"))
+    assert outcome.kind is OutcomeKind.REJECT and "nested too deeply" in outcome.reason
 
 
 def test_decoded_event_defaults() -> None:

@@ -15,9 +15,10 @@ from functions.adapters.tracing import (
     tracer_provider,
 )
 from functions.config import TracingConfig
-from functions.processor import decode_fc_event, handle
+from functions.processor import handle
 from handlers.process import ProcessConfig
 from tests.golden import raw
+from tests.unit.functions.decoding import decode_fc_event
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -61,7 +62,7 @@ def test_traceparent_round_trip() -> None:
 
 def test_fc_kafka_trigger_records_continue_their_traces() -> None:
     tracing, exporter = memory_tracing()
-    events = decode_fc_event(raw("eventbridge_kafka_batch.json"), FixedClock())
+    events = decode_fc_event(raw("eventbridge_kafka_batch.json"))
     handle(events, MemoryResultStore(), FixedClock(), ProcessConfig(), tracing)
     process_spans = [s for s in exporter.get_finished_spans() if s.name == "process"]
     assert len(process_spans) == 2
@@ -74,7 +75,7 @@ def test_fc_kafka_trigger_records_continue_their_traces() -> None:
 
 def test_untraced_events_start_new_traces() -> None:
     tracing, exporter = memory_tracing()
-    events = decode_fc_event(raw("direct_invoke_list.json"), FixedClock())
+    events = decode_fc_event(raw("direct_invoke_list.json"))
     handle(events, MemoryResultStore(), FixedClock(), ProcessConfig(), tracing)
     spans = [s for s in exporter.get_finished_spans() if s.name == "process"]
     assert len(spans) == 2 and all(s.parent is None for s in spans)

@@ -1,0 +1,1 @@
+"""Apps built on the public layer (``functions.app``) alone."""

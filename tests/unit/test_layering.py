@@ -1,0 +1,67 @@
+"""The library layer and the apps on it stay apart, both ways.
+
+- The generic layer (``functions.app`` and what it is built of) imports nothing of barrage: not its
+  domain (``handlers``), its adapters, config, wiring, HomePage or processor.
+- Barrage's domain (``handlers``) imports nothing of the layer (it is stdlib only: test_purity).
+- An app under ``examples/`` imports the public layer (``functions.app``, ``functions.bindings``
+  for tests of its own shapes) and nothing of barrage.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+GENERIC = [
+    *sorted((REPO / "functions" / "bindings").glob("*.py")),
+    *(REPO / "functions" / f"{name}.py" for name in
+      ("app", "records", "lifecycle", "asgi", "fc", "kafka", "serve", "entrypoint", "targets")),
+]
+BARRAGE = ("handlers", "functions.adapters", "functions.config", "functions.wiring", "functions.homepage",
+           "functions.processor", "functions.barrage_app", "functions.main", "functions.loadrun", "examples")
+
+
+def imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def reaches(modules: set[str], prefixes: tuple[str, ...]) -> set[str]:
+    return {m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes)}
+
+
+def test_the_generic_layer_imports_nothing_of_barrage() -> None:
+    assert len(GENERIC) >= 15
+    for path in GENERIC:
+        assert path.is_file(), path
+        bad = reaches(imports(path), BARRAGE)
+        assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+
+
+def test_barrage_domain_imports_nothing_of_the_layer() -> None:
+    for path in sorted((REPO / "handlers").glob("*.py")):
+        bad = reaches(imports(path), ("functions", "local", "examples"))
+        assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+
+
+def test_examples_use_only_the_public_layer() -> None:
+    files = sorted((REPO / "examples").rglob("*.py"))
+    assert files
+    for path in files:
+        modules = imports(path)
+        bad = reaches(modules, BARRAGE[:-1]) | {m for m in reaches(modules, ("functions",))
+                                                if not m.startswith(("functions.app", "functions.bindings"))}
+        assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+
+
+def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("from handlers.model import Barrage\nimport functions.wiring\n")
+    assert reaches(imports(sample), BARRAGE) == {"handlers.model", "handlers.model.Barrage", "functions.wiring"}
