@@ -29,7 +29,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from functions.adapters.kafka import KafkaPublisher
+from functions.adapters.kafka import DEFAULT_TOPIC, KafkaPublisher
 from handlers.model import Barrage
 from handlers.ports import PublishError
 
@@ -151,7 +151,7 @@ class AsyncKafkaPublisher:
         deadline = loop.time() + timeout_s
         producer = self.publisher.producer()
         self.poller.ensure_running()
-        topic = self.publisher.settings.topic
+        topic = self.publisher.settings.topic or DEFAULT_TOPIC  # as KafkaPublisher.publish_many
         acks = _Acks(len(barrages), loop)
         failed: dict[str, str] = {}
         try:
