@@ -121,6 +121,10 @@ class _Acks:
         if not self.future.done():
             self.future.set_result(None)
 
+    def give_up(self) -> None:
+        """The deadline passed (on the loop): stop waiting; unreported records count as unconfirmed."""
+        self._resolve()
+
     def close(self) -> tuple[dict[str, str], set[int]]:
         """Stop taking reports; what arrived so far (failed by id, acked indexes)."""
         with self._lock:
@@ -162,9 +166,13 @@ class AsyncKafkaPublisher:
                     failed.setdefault(barrage.id, reason)
             remaining = deadline - loop.time()
             if remaining > 0:
-                # shield: a timeout gives up waiting here, it does not cancel the shared future.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(acks.future), remaining)
+                # A timer rather than wait_for: no extra task per call. When it fires first, the
+                # records it did not hear about are reported as unconfirmed below.
+                timer = loop.call_later(remaining, acks.give_up)
+                try:
+                    await acks.future
+                finally:
+                    timer.cancel()
         finally:
             reported_failed, acked = acks.close()
         for barrage_id, reason in reported_failed.items():
