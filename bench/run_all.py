@@ -38,6 +38,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
             ("kafka_publish", ["--count", "5000", "--rounds", "1"]),
             ("kafka_encode", ["--count", "5000", "--rounds", "1"]),
             ("tablestore_put", ["--count", "2000"]),
+            ("homepage", ["--duration", "3", "--rounds", "1", "--viewers", "200", "--marks", "2"]),
         ]
     return [
         ("cold_start", ["--runs", "9"]),
@@ -48,6 +49,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
         ("kafka_publish", ["--rounds", "3"]),
         ("kafka_encode", []),
         ("tablestore_put", []),
+        ("homepage", ["--duration", "10", "--rounds", "3", "--viewers", "1000", "--marks", "5"]),
     ]
 
 
@@ -103,6 +105,21 @@ def targets(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, str, s
                     if figures["rate"] == 500:
                         rows.append(("p99 send->stored at 500/s (per-event delivery)", "<= 100 ms",
                                      f"{figures['p99']:.0f} ms", "met" if figures["p99"] <= 100 else "NOT met"))
+    home = results.get("homepage")
+    if home:
+        for figures in home["post"]["homepage"].values():
+            workers = figures["workers"]
+            rows.append((f"HomePage single-barrage POST (Kafka, acks=all), {workers} worker{'s' * (workers > 1)}, "
+                         "vs do-nothing functions-framework function (default server)", ">= 1.5x",
+                         f"{figures['ratio']:.2f}x", "met" if figures["ratio"] >= 1.5 else "NOT met"))
+        viewers = home["viewers"]
+        reached = viewers["reached_within_2s"]
+        rows.append((f"SSE viewers of one room on one HomePage process ({viewers['connected']:,} connected): "
+                     "reached within 2 s", ">= 95% of >= 1,000", f"{reached:.1%}",
+                     "met" if reached >= 0.95 and viewers["connected"] >= 1000 else "NOT met"))
+        per_viewer = viewers["rss_per_viewer_kb"]
+        rows.append(("HomePage RSS growth per SSE viewer", "<= 50 KB", f"{per_viewer:.1f} KB",
+                     "met" if per_viewer <= 50 else "NOT met"))
     cold = results.get("cold_start")
     if cold:
         for module, ms in cold["ms"].items():
@@ -170,6 +187,33 @@ def tables(results: dict[str, dict[str, Any] | None]) -> list[str]:
         for case, figures in encode["cases"].items():
             out.append(f"| {case} | {_f(figures['sdk_per_s'])} | {_f(figures['own_per_s'])} | "
                        f"{figures['ratio']:.2f}x |")
+        out.append("")
+    home = results.get("homepage")
+    if home:
+        post = home["post"]
+        out += ["### HomePage at scale (issue 14)", "",
+                f"Single-barrage POSTs, wrk {post['threads']} threads, {post['connections']} connections, "
+                f"{post['duration_s']:g} s per run, rounds alternating (median of per-round figures); every 202 "
+                f"after the broker's acknowledgement (acks=all): {post['answered']:,} answered, {post['in_topic']:,} "
+                f"records in the topic ({'consistent' if post['consistent'] else 'INCONSISTENT'}).", "",
+                "| server | req/s | ratio to yardstick | p50 ms | p99 ms | CPU ms/request (server, broker) |",
+                "|---|---:|---:|---:|---:|---:|",
+                f"| yardstick: do-nothing function, functions-framework default (Flask, gunicorn gthread) | "
+                f"{_f(post['yardstick'])} | 1.00x | | | {post['yardstick_cpu_ms_per_request']:.2f} |"]
+        for name, figures in post["homepage"].items():
+            cpu = figures["cpu_ms_per_request"]
+            out.append(f"| HomePage, functions-framework --asgi, {figures['workers']} worker(s) | "
+                       f"{_f(figures['rate'])} | {figures['ratio']:.2f}x | {figures['p50_ms']:.1f} | "
+                       f"{figures['p99_ms']:.1f} | {cpu.get(name, 0.0):.2f}, {cpu.get('broker', 0.0):.2f} |")
+        viewers = home["viewers"]
+        out += ["", f"{viewers['connected']:,} of {viewers['viewers']:,} SSE viewers of one room on one HomePage "
+                f"process, connected in {viewers['connected_in_s']:.1f} s; worker RSS "
+                f"{viewers['rss_baseline_kb'] / 1024:.1f} MiB before, {viewers['rss_loaded_kb'] / 1024:.1f} MiB "
+                f"after ({viewers['rss_per_viewer_kb']:.1f} KB per viewer).", "",
+                "| barrage | viewers reached within 2 s | p50 ms | p99 ms | max ms |", "|---:|---:|---:|---:|---:|"]
+        for n, mark in enumerate(viewers["marks"], 1):
+            out.append(f"| {n} | {mark['within_2s']:,} ({mark['within_2s'] / viewers['viewers']:.1%}) | "
+                       f"{_f(mark['p50_ms'])} | {_f(mark['p99_ms'])} | {_f(mark['max_ms'])} |")
         out.append("")
     cold = results.get("cold_start")
     if cold:

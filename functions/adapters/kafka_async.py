@@ -29,7 +29,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from functions.adapters.kafka import KafkaPublisher
+from functions.adapters.kafka import DEFAULT_TOPIC, KafkaPublisher
 from handlers.model import Barrage
 from handlers.ports import PublishError
 
@@ -121,6 +121,10 @@ class _Acks:
         if not self.future.done():
             self.future.set_result(None)
 
+    def give_up(self) -> None:
+        """The deadline passed (on the loop): stop waiting; unreported records count as unconfirmed."""
+        self._resolve()
+
     def close(self) -> tuple[dict[str, str], set[int]]:
         """Stop taking reports; what arrived so far (failed by id, acked indexes)."""
         with self._lock:
@@ -151,7 +155,7 @@ class AsyncKafkaPublisher:
         deadline = loop.time() + timeout_s
         producer = self.publisher.producer()
         self.poller.ensure_running()
-        topic = self.publisher.settings.topic
+        topic = self.publisher.settings.topic or DEFAULT_TOPIC  # as KafkaPublisher.publish_many
         acks = _Acks(len(barrages), loop)
         failed: dict[str, str] = {}
         try:
@@ -162,9 +166,13 @@ class AsyncKafkaPublisher:
                     failed.setdefault(barrage.id, reason)
             remaining = deadline - loop.time()
             if remaining > 0:
-                # shield: a timeout gives up waiting here, it does not cancel the shared future.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(acks.future), remaining)
+                # A timer rather than wait_for: no extra task per call. When it fires first, the
+                # records it did not hear about are reported as unconfirmed below.
+                timer = loop.call_later(remaining, acks.give_up)
+                try:
+                    await acks.future
+                finally:
+                    timer.cancel()
         finally:
             reported_failed, acked = acks.close()
         for barrage_id, reason in reported_failed.items():

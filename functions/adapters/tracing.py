@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import Context
+from opentelemetry.context import Context, attach, detach
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -106,11 +106,19 @@ class Tracing:
     def enabled(self) -> bool:
         return self.provider is not None
 
-    @contextmanager
     def span(
         self, name: str, *, parent: Context | None = None, kind: SpanKind = SpanKind.INTERNAL,
         attributes: Mapping[str, Any] | None = None, links: list[Link] | None = None,
-    ) -> Iterator[Span]:
+    ) -> AbstractContextManager[Span]:
+        if self.provider is None:
+            # Tracing off: no span objects at all (this is on every request's path), but a
+            # caller's own trace context is still carried on, as the no-op tracer would.
+            return _NO_SPAN if parent is None else _carried(parent)
+        return self._recorded(name, parent, kind, attributes, links)
+
+    @contextmanager
+    def _recorded(self, name: str, parent: Context | None, kind: SpanKind, attributes: Mapping[str, Any] | None,
+                  links: list[Link] | None) -> Iterator[Span]:
         with self.tracer.start_as_current_span(
             name, context=parent, kind=kind, attributes=dict(attributes or {}), links=links,
             record_exception=True, set_status_on_exception=True,
@@ -123,6 +131,18 @@ class Tracing:
                 self.provider.shutdown()
             except Exception:  # a collector that is gone must not fail a shutdown
                 log.warning("tracing shutdown failed", exc_info=True)
+
+
+_NO_SPAN: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
+
+
+@contextmanager
+def _carried(parent: Context) -> Iterator[Span]:
+    token = attach(parent)
+    try:
+        yield trace.get_current_span(parent)
+    finally:
+        detach(token)
 
 
 def from_config(config: TracingConfig) -> Tracing:

@@ -41,7 +41,8 @@ class Fc2Wsgi:
 
     @classmethod
     def request(cls, event: Any, context: Any) -> HttpRequest:
-        path = str(event.get("PATH_INFO") or "/")
+        # WSGI carries the path as the latin-1 characters of its bytes; ASGI wants the UTF-8 text.
+        path = str(event.get("PATH_INFO") or "/").encode("latin-1", "replace").decode("utf-8", "replace")
         # fc.request_uri holds the path as sent (still URL-encoded), with the query.
         raw_uri = str(event.get("fc.request_uri") or event.get("RAW_URI") or quote(path))
         port = str(event.get("SERVER_PORT") or "9000")

@@ -266,13 +266,14 @@ def create_app(services: Services, options: HomePageOptions | None = None) -> St
         # A snapshot sorts up to 100,000 latency samples: off the loop.
         return json_response(await blocking.run(load_view, *found))
 
+    # Matched in order: the busiest first.
     routes = [
+        Route("/api/barrages", barrages, methods=["GET", "POST"]),
+        Route("/api/stream", stream, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
         Route("/", index, methods=["GET"]),
         Route("/static/{name:path}", static_file, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/api/barrages", barrages, methods=["GET", "POST"]),
-        Route("/api/stream", stream, methods=["GET"]),
         Route("/api/load", post_load, methods=["POST"]),
         Route("/api/load/{run_id}", get_load, methods=["GET"]),
     ]

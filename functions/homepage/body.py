@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from functions.homepage.http import ApiError
 
@@ -37,17 +37,20 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise ApiError(400, "Content-Length is not a number")
         if int(declared) > max_bytes:
             raise ApiError(413, f"body is larger than {max_bytes} bytes")
+    # Straight from the ASGI messages (Request.stream() adds layers this hot path does not need).
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:  # a chunked body, or one longer than it said
-                raise ApiError(413, f"body is larger than {max_bytes} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ApiError(400, "the client closed the connection before sending the whole body") from None
-    return b"".join(chunks)
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise ApiError(400, "the client closed the connection before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:  # a chunked body, or one longer than it said
+            raise ApiError(413, f"body is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def nesting_depth(text: str) -> int:

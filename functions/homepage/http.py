@@ -33,6 +33,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+_SECURITY_RAW = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in SECURITY_HEADERS.items()]
 CORS_METHODS = "GET, POST"
 CORS_HEADERS = "Content-Type, Last-Event-ID"
 
@@ -126,10 +127,12 @@ class ResponseHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
+                raw = message.setdefault("headers", [])
+                present = {name.lower() for name, _ in raw}
+                # Plain appends (this runs on every answer); a header a route set itself stays as it is.
+                raw.extend(pair for pair in _SECURITY_RAW if pair[0] not in present)
                 if allowed_origin is not None:
+                    headers = MutableHeaders(scope=message)
                     headers["Access-Control-Allow-Origin"] = allowed_origin
                     headers["Access-Control-Allow-Methods"] = CORS_METHODS
                     headers["Access-Control-Allow-Headers"] = CORS_HEADERS

@@ -445,6 +445,38 @@ def test_streams_are_capped_and_slots_come_back(build: Build) -> None:
             assert second.status_code == 200
 
 
+def test_a_viewer_that_stops_reading_is_dropped_and_the_others_keep_up(build: Build) -> None:
+    app, _ = build(HomePageOptions(viewer_queue=2, stream_poll_s=0.01, stream_lifetime_s=60), max_body=1_048_576)
+    hub = app.state.hub
+    with serving(app) as url, httpx.Client(base_url=url, timeout=10) as live:
+        port = urlsplit(url).port or 0
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window, never read
+        stuck.connect(("127.0.0.1", port))
+        stuck.sendall(b"GET /api/stream?room=flood HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: hub.viewers("flood") == 1, timeout_s=5, what="the stuck viewer to join")
+        texts: list[str] = []
+        with live.stream("GET", "/api/stream?room=flood") as keeping_up:
+            lines = keeping_up.iter_lines()
+            assert next(lines) == "retry: 1000"
+            wait_for(lambda: hub.viewers("flood") == 2, timeout_s=5, what="the second viewer to join")
+            batch = [{"room": "flood", "user": "u", "text": "x" * 200} for _ in range(500)]
+            sent = 0
+            while hub.viewers("flood") == 2 and sent < 200 * 500:
+                assert post_json(live, "/api/barrages", batch).status_code == 202
+                sent += 500
+                for line in lines:  # the viewer that keeps up reads what is there
+                    if line.startswith("data:"):
+                        texts.extend(i["text"] for i in json.loads(line[5:])["items"])
+                    if len(texts) >= sent:
+                        break
+            assert hub.viewers("flood") == 1, f"the stuck viewer was not dropped after {sent} barrages"
+            assert len(texts) == sent  # the one that keeps up got everything
+            assert hub.open_streams == 2  # the stuck connection still counts until it goes
+        stuck.close()
+        wait_for(lambda: hub.open_streams == 0, timeout_s=10, what="every stream slot to come back")
+
+
 def test_no_streams_when_disabled(build: Build) -> None:
     _, client = build(HomePageOptions(max_streams=0))
     error = assert_error(client.get("/api/stream?room=c"), 503, "does not stream")

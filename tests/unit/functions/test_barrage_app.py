@@ -171,3 +171,51 @@ def test_static_files_keep_their_type_and_arrive_as_text() -> None:
     answer = get("/static/app.js", {})
     assert answer["statusCode"] == 200 and "javascript" in answer["headers"]["content-type"]
     assert answer["isBase64Encoded"] is False and "function" in answer["body"]
+
+
+def wsgi_call(environ: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        seen["status"], seen["headers"] = status, {k.lower(): v for k, v in headers}
+
+    body = b"".join(barrage_app.homepage(environ, start_response))
+    return seen["status"], seen["headers"], body
+
+
+def wsgi_environ(method: str, path_info: str, body: bytes = b"", **extra: Any) -> dict[str, Any]:
+    return {"REQUEST_METHOD": method, "PATH_INFO": path_info, "QUERY_STRING": "", "SERVER_NAME": "FCRUNTIME",
+            "SERVER_PORT": "9000", "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http",
+            "fc.context": context(), **extra}
+
+
+def test_wsgi_binding_posts_a_body_and_reads_no_further_than_its_length() -> None:
+    body = json.dumps({"room": "wsgi-room", "user": "u", "text": "via wsgi"}).encode()
+    # More bytes than CONTENT_LENGTH (a keep-alive socket): the binding must not read past it.
+    environ = wsgi_environ("POST", "/api/barrages", body + b"NEXT REQUEST", CONTENT_TYPE="application/json",
+                           CONTENT_LENGTH=str(len(body)))
+    status, headers, answer = wsgi_call(environ)
+    assert status == "202 Accepted" and len(json.loads(answer)["accepted"]) == 1
+    assert headers["content-type"] == "application/json"
+    assert environ["wsgi.input"].read() == b"NEXT REQUEST"
+    assert stored("wsgi-room") == ["via wsgi"]
+
+
+def test_a_non_ascii_path_is_a_json_404_on_both_fc_shapes() -> None:
+    answer = get("/static/b%C3%A4d.js", {})
+    assert answer["statusCode"] == 404 and json.loads(answer["body"])["error"]["status"] == 404
+    # WSGI spells the path as the latin-1 characters of its UTF-8 bytes.
+    status, _, body = wsgi_call(wsgi_environ("GET", "/static/b\u00e4d.js".encode().decode("latin-1")))
+    assert status.startswith("404") and json.loads(body)["error"]["status"] == 404
+
+
+def test_where_the_runtime_cannot_stream_the_page_polls(tmp_path: Path) -> None:
+    # s.yaml sets BARRAGE_MAX_STREAMS=0 for the HomePage: FC's built-in runtimes return whole answers.
+    barrage_app.app.reset()
+    barrage_app.app.configure({"BARRAGE_DB": str(tmp_path / "b.db"), "BARRAGE_BUS": "memory",
+                               "BARRAGE_MAX_STREAMS": "0"})
+    stream = get("/api/stream", {"room": "r"})
+    assert stream["statusCode"] == 503
+    assert "does not stream" in json.loads(stream["body"])["error"]["message"]
+    page = get("/", {})
+    assert page["statusCode"] == 200 and '<meta name="barrage-stream" content="off">' in page["body"]

@@ -81,3 +81,15 @@ def test_untraced_events_start_new_traces() -> None:
     assert len(spans) == 2 and all(s.parent is None for s in spans)
     batch = [s for s in exporter.get_finished_spans() if s.name == "process batch"]
     assert len(batch) == 1 and len(batch[0].links) == 1
+
+
+def test_tracing_off_makes_no_spans_but_carries_a_callers_context() -> None:
+    tracing = Tracing(TracingConfig())
+    caller = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    with tracing.span("request", parent=context_from(caller)) as outer, tracing.span("inner") as inner:
+        assert not outer.is_recording() and not inner.is_recording()
+        # What the Kafka adapter stamps on the record: the caller's trace goes on.
+        assert current_traceparent()["traceparent"].startswith("00-" + "a" * 32)
+    assert current_traceparent() == {}
+    with tracing.span("alone") as span:
+        assert not span.get_span_context().is_valid and current_traceparent() == {}
