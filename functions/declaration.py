@@ -149,6 +149,9 @@ class Deployment:
     output_dir: str = "."
     # The code package's own packages besides the library (`functions`): the app's code.
     packages: tuple[str, ...] = ()
+    # An example: every value only the deployer knows (role, VPC, Kafka instance) gets a placeholder
+    # default, so s.yaml renders with nothing set (`s preview`); a real deployment keeps them required.
+    deployer_defaults: bool = False
 
 
 _KAFKA_SECRET = "barrage-kafka"

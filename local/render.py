@@ -112,11 +112,24 @@ def fc_env(name: str, default: str | None = None) -> str:
     return f"${{env({_quote(name)}, {_quote(default)})}}"
 
 
-def _fc_env(env: Env, network: FcNetwork) -> str:
+# Placeholders shaped like the ids they stand for, so the rendered file still passes the id checks.
+_PLACEHOLDERS = {"VPC_ID": "vpc-placeholder", "VSWITCH_ID": "vsw-placeholder", "SECURITY_GROUP_ID": "sg-placeholder"}
+
+
+def required_env(name: str, deployment: Deployment) -> str:
+    """A value the deployer must give: ``${env('NAME')}``; for a deployment declared with
+    ``deployer_defaults`` (an example), a placeholder default so the file renders with nothing set."""
+    if not deployment.deployer_defaults:
+        return fc_env(name)
+    placeholder = next((v for suffix, v in _PLACEHOLDERS.items() if name.endswith(suffix)), f"<set {name}>")
+    return fc_env(name, placeholder)
+
+
+def _fc_env(env: Env, network: FcNetwork, deployment: Deployment) -> str:
     if env.fixed and env.value is not None:
         return env.value
     if env.value is None and env.name in network.required:
-        return fc_env(env.name)
+        return required_env(env.name, deployment)
     return fc_env(env.name, env.value or "")
 
 
@@ -125,8 +138,8 @@ def _app_and_target(handler: str) -> tuple[str, str]:
     return module, target
 
 
-def _fc_environment(function: Function, network: FcNetwork) -> dict[str, str]:
-    variables = {e.name: _fc_env(e, network) for e in function.env if e.fc}
+def _fc_environment(function: Function, network: FcNetwork, deployment: Deployment) -> dict[str, str]:
+    variables = {e.name: _fc_env(e, network, deployment) for e in function.env if e.fc}
     builtin = function.fc_runtime == "python3.10"
     variables["CONTAINER_CONCURRENCY"] = "1" if builtin else str(function.scaling.concurrency)
     if builtin and isinstance(function.trigger, HttpTrigger):
@@ -166,7 +179,7 @@ def _fc_trigger(trigger: HttpTrigger | KafkaTrigger, deployment: Deployment) -> 
                           "MaximumRetryAttempts": trigger.retries},
     }
     if trigger.fc_dead_letter_queue:
-        run_options["deadLetterQueue"] = {"Arn": fc_env(deployer_variable(deployment, "DLQ_ARN"))}
+        run_options["deadLetterQueue"] = {"Arn": required_env(deployer_variable(deployment, "DLQ_ARN"), deployment)}
     run_options["batchWindow"] = {"CountBasedWindow": trigger.batch_count, "TimeBasedWindow": trigger.batch_window_s}
     return {
         "triggerName": "kafka",
@@ -183,7 +196,7 @@ def _fc_trigger(trigger: HttpTrigger | KafkaTrigger, deployment: Deployment) -> 
                 "eventSourceType": "Kafka",
                 "eventSourceParameters": {"sourceKafkaParameters": {
                     "RegionId": "${vars.region}",
-                    "InstanceId": fc_env("KAFKA_INSTANCE_ID"),
+                    "InstanceId": required_env("KAFKA_INSTANCE_ID", deployment),
                     "Topic": fc_env("KAFKA_TOPIC", trigger.topic),
                     "ConsumerGroup": fc_env("KAFKA_CONSUMER_GROUP", trigger.consumer_group),
                     "OffsetReset": trigger.initial_offset,
@@ -234,7 +247,7 @@ def _fc_function(function: Function, network: FcNetwork, deployment: Deployment)
     if function.initializer:
         # Built-in: the handler FC calls; custom runtime and container: FC POSTs /initialize.
         props["instanceLifecycleConfig"] = {"initializer": {"handler": function.initializer, "timeout": 30}}
-    props["environmentVariables"] = _fc_environment(function, network)
+    props["environmentVariables"] = _fc_environment(function, network, deployment)
     if isinstance(function.trigger, KafkaTrigger):
         props["asyncInvokeConfig"] = {"maxAsyncRetryAttempts": 3, "maxAsyncEventAgeInSeconds": 3600}
     props["triggers"] = [_fc_trigger(function.trigger, deployment)]
@@ -253,7 +266,7 @@ def _fc_document(deployment: Deployment, network: FcNetwork) -> dict[str, Any]:
                                     "qualifier": "LATEST", "methods": methods}]},
     }}
     def var(suffix: str) -> str:
-        return fc_env(deployer_variable(deployment, suffix))
+        return required_env(deployer_variable(deployment, suffix), deployment)
 
     variables: dict[str, Any] = {"region": fc_env("REGION", "cn-hangzhou"), "role": var("FC_ROLE_ARN"),
                                  "code": f"./dist/{deployment.name}-fc.zip"}

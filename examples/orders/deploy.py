@@ -44,5 +44,5 @@ TALLY = Function(
 DEPLOYMENT = Deployment(
     name="orders", namespace="orders", image="registry.example.com/orders/orders", image_tag="0.1.0",
     kafka_bootstrap=("kafka.example.com:9092",), functions=(INTAKE, TALLY), domain_function="intake",
-    output_dir="examples/orders", packages=("examples",),
+    output_dir="examples/orders", packages=("examples",), deployer_defaults=True,
 )

@@ -58,3 +58,16 @@ def test_the_code_package_holds_the_library_and_the_app(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(output).namelist())
     assert {"functions/app.py", "functions/bindings/fc_event.py", "examples/orders/app.py"} <= names
     assert not any(name.startswith("handlers/") for name in names)  # barrage's domain is not the orders app's
+
+
+@pytest.mark.parametrize("name", ["s.yaml", "s.public.yaml"])
+def test_s_preview_renders_the_example_with_nothing_but_defaults(name: str) -> None:
+    from tests.fc3_checks import rule_problems, schema_problems
+    from tests.serverless_devs import s_preview
+
+    document = s_preview(OUT / name, {})
+    assert not schema_problems(document), schema_problems(document)
+    assert not rule_problems(document), rule_problems(document)
+    tally = document["resources"]["tally"]["props"]
+    assert tally["handler"] == "examples.orders.app.tally" and tally["runtime"] == "python3.10"
+    assert tally["code"].endswith("dist/orders-fc.zip")
