@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from functions.declaration import DEPLOYMENT, KafkaSourceApiVersion, KafkaTrigger
+from functions.barrage_deploy import DEPLOYMENT
+from functions.declaration import KafkaSourceApiVersion, KafkaTrigger
 from local.kafkasource.manifest import load_manifest, parse_manifest
 from local.render import render_knative
 from tests.schemas import schemas_dir

@@ -21,10 +21,11 @@ REPO = Path(__file__).resolve().parents[2]
 GENERIC = [
     *sorted((REPO / "functions" / "bindings").glob("*.py")),
     *(REPO / "functions" / f"{name}.py" for name in
-      ("app", "records", "lifecycle", "asgi", "fc", "kafka", "serve", "entrypoint", "targets")),
+      ("app", "records", "lifecycle", "asgi", "fc", "kafka", "serve", "entrypoint", "targets", "declaration")),
 ]
 BARRAGE = ("handlers", "functions.adapters", "functions.config", "functions.wiring", "functions.homepage",
-           "functions.processor", "functions.barrage_app", "functions.main", "functions.loadrun", "examples")
+           "functions.processor", "functions.barrage_app", "functions.barrage_deploy", "functions.main",
+           "functions.loadrun", "examples")
 
 
 def imports(path: Path) -> set[str]:

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from functions.declaration import DEPLOYMENT, EciPlacement, FcRuntime, Function, KafkaSourceApiVersion, KafkaTrigger
+from functions.barrage_deploy import DEPLOYMENT
+from functions.declaration import EciPlacement, FcRuntime, Function, KafkaSourceApiVersion, KafkaTrigger
 from local.cli import main
 from local.render import HEADER, RenderError, render_fc, render_files, render_knative
 
@@ -97,13 +98,25 @@ def test_declaration_reaches_both_packagings() -> None:
                             "kafkasource.yaml", "kustomization.yaml"}
 
 
-def test_the_fc_homepage_does_not_stream_and_knative_does() -> None:
+def test_only_a_built_in_runtime_says_it_cannot_stream() -> None:
+    from dataclasses import replace
+
     import yaml
 
-    resources = yaml.safe_load(render_fc()["s.yaml"])["resources"]
-    homepage_env = resources["homepage"]["props"]["environmentVariables"]
-    assert homepage_env["BARRAGE_MAX_STREAMS"] == "0"  # FC's built-in runtime returns whole answers
-    assert "BARRAGE_MAX_STREAMS" not in render_knative()["barrage-homepage.yaml"]
+    from functions.config import Settings
+
+    def homepage_env(deployment: Any) -> dict[str, str]:
+        env: dict[str, str] = yaml.safe_load(render_fc(deployment)["s.yaml"])["resources"]["homepage"]["props"][
+            "environmentVariables"]
+        return env
+
+    assert "FUNCTIONS_STREAMING" not in homepage_env(DEPLOYMENT)  # custom.debian10: the server streams
+    builtin = replace(DEPLOYMENT, functions=tuple(
+        replace(f, fc_runtime="python3.10") if f.key == "homepage" else f for f in DEPLOYMENT.functions))
+    env = homepage_env(builtin)
+    assert env["FUNCTIONS_STREAMING"] == "off"  # FC's built-in runtime returns whole answers
+    assert Settings.from_environ({"FUNCTIONS_STREAMING": "off"}).max_streams == 0  # so the page polls
+    assert "FUNCTIONS_STREAMING" not in render_knative()["barrage-homepage.yaml"]
 
 
 def test_fc_limits_are_enforced() -> None:
