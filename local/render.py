@@ -34,7 +34,7 @@ FC_PORT = 9000
 KNATIVE_PORT = 8080
 ECI_LABEL = "alibabacloud.com/eci"
 # An ECI size ("2-4Gi", "0.5-1Gi") or an ECS instance type ("ecs.c6.large").
-_ECI_SPEC = re.compile(r"\d+(?:\.\d+)?-\d+(?:\.\d+)?Gi|ecs\.[a-z0-9-]+\.[a-z0-9]+")
+_ECI_SPEC = re.compile(r"[0-9]+(?:\.[0-9]+)?-[0-9]+(?:\.[0-9]+)?Gi|ecs\.[a-z0-9-]+\.[a-z0-9]+")
 
 
 class RenderError(ValueError):

@@ -56,8 +56,8 @@ _SAFE_BYTES = frozenset(range(0x21, 0x7F)) - {0x22, 0x25}
 _HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")  # an HTTP field value: printable ASCII, space, tab
 # The Java SDK's timestamp format: yyyy-MM-dd'T'HH:mm:ss, 0-9 fraction digits, Z or +HH:MM[:ss].
 _TIME = re.compile(
-    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})T(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})"
-    r"(?:\.(?P<fraction>\d{1,9}))?(?:(?P<zulu>Z)|(?P<sign>[+-])(?P<oh>\d{2}):(?P<om>\d{2})(?::(?P<os>\d{2}))?)"
+    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})T(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
+    r"(?:\.(?P<fraction>[0-9]{1,9}))?(?:(?P<zulu>Z)|(?P<sign>[+-])(?P<oh>[0-9]{2}):(?P<om>[0-9]{2})(?::(?P<os>[0-9]{2}))?)"
 )
 # A URI reference as Java's URI.create accepts it, roughly: no whitespace, controls or the
 # characters RFC 3986 excludes, and well-formed percent escapes.

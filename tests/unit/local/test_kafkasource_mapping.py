@@ -247,7 +247,8 @@ def test_content_type_that_cannot_be_a_header_is_an_encoding_error() -> None:
 def test_time_canonical_form() -> None:
     assert canonical_time("2026-01-01T00:00:00.000+00:00") == "2026-01-01T00:00:00Z"
     assert canonical_time("2026-02-30T00:00:00Z") == "2026-02-28T00:00:00Z"  # java.time clamps the day
-    for bad in ("2026-01-01 00:00:00Z", "2026-01-01T00:00:00z", "2026-13-01T00:00:00Z", "2026-01-01T00:00Z"):
+    for bad in ("2026-01-01 00:00:00Z", "2026-01-01T00:00:00z", "2026-13-01T00:00:00Z", "2026-01-01T00:00Z",
+                "\u0662\u0660\u0662\u0666-01-01T00:00:00Z"):  # java.time reads ASCII digits only
         with pytest.raises(ValueError):
             canonical_time(bad)
 
