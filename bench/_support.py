@@ -37,15 +37,6 @@ BASE_MS = 1_767_225_600_000
 # -- figures ----------------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of ``values``."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return float(ordered[rank - 1])
-
-
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 

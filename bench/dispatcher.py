@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _support import BASE_MS, emit_json, median, processor_server, wait_for, work_dir
 
-from functions.adapters.kafka import KafkaPublisher, KafkaSettings
+from functions.adapters.kafka import KafkaPublisher
 from functions.adapters.sqlite import SQLiteResultStore
+from functions.kafka import KafkaSettings
 from handlers.model import Barrage, new_id
 from local.broker import LocalBroker
 from local.kafkasource.dispatcher import Consumer, Dispatcher, DispatchOptions

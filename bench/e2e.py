@@ -46,7 +46,6 @@ from _support import (
     descendants,
     emit_json,
     median,
-    percentile,
     profile_pids,
     run_threads,
     running_stack,
@@ -54,8 +53,10 @@ from _support import (
     work_dir,
 )
 
-from functions.adapters.kafka import KafkaSettings, encode_barrage, producer_config
+from functions.adapters.kafka import encode_barrage
 from functions.adapters.sqlite import SQLiteResultStore
+from functions.kafka import KafkaSettings, producer_config
+from functions.loadrun import percentile  # one nearest-rank definition, the page's own
 from handlers.model import Barrage, new_id
 
 TICK_S = 0.005
@@ -184,7 +185,8 @@ def raw_ceiling(bootstrap: str, count: int, partitions: int = 3) -> float:
 # -- latency --------------------------------------------------------------------------------------
 
 
-def latency(stack: Stack, store: SQLiteResultStore, rate: float, duration_s: float, room: str) -> dict[str, float]:
+def latency(stack: Stack, store: SQLiteResultStore, rate: float, duration_s: float,
+            room: str) -> dict[str, float | None]:
     total = int(rate * duration_s)
     start_epoch_ms = int(time.time() * 1000) + 200
     schedule_ms = [start_epoch_ms + int(i * 1000 / rate) for i in range(total)]
@@ -231,9 +233,10 @@ def latency(stack: Stack, store: SQLiteResultStore, rate: float, duration_s: flo
             time.sleep(0.05)
     if len(latencies) < total:
         raise RuntimeError(f"only {len(latencies)} of {total} stored")
-    return {"rate": rate, "count": total, "p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
-            "p99": percentile(latencies, 99), "max": max(latencies), "pacer_lag_p99": percentile(lag, 99),
-            "accept_p50": percentile(accept, 50), "accept_p99": percentile(accept, 99)}
+    latencies, lag, accept = sorted(latencies), sorted(lag), sorted(accept)
+    return {"rate": rate, "count": total, "p50": percentile(latencies, 0.50), "p95": percentile(latencies, 0.95),
+            "p99": percentile(latencies, 0.99), "max": latencies[-1], "pacer_lag_p99": percentile(lag, 0.99),
+            "accept_p50": percentile(accept, 0.50), "accept_p99": percentile(accept, 0.99)}
 
 
 # -- where the time goes ------------------------------------------------------------------------
@@ -244,7 +247,7 @@ def component(pid: int) -> str:
         line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return "gone"
-    for needle, name in (("--target homepage", "homepage"), ("--target process", "processor"),
+    for needle, name in (("--target homepage", "homepage"), ("--target processor", "processor"),
                          (" dispatch ", "dispatcher"), ("tansu", "broker"), (" broker ", "broker"),
                          (" up ", "supervisor")):
         if needle in line:
@@ -317,7 +320,7 @@ def run_mode(work: Path, batch_size: int, args: argparse.Namespace) -> dict[str,
 def profile(stack: Stack, store: SQLiteResultStore, work: Path, batch_size: int,
             args: argparse.Namespace) -> dict[str, list[tuple[str, float, float]]]:
     targets = {name: pid for name, pid in (("homepage", busiest(stack, "--target homepage")),
-                                          ("processor", busiest(stack, "--target process")),
+                                          ("processor", busiest(stack, "--target processor")),
                                           ("dispatcher", busiest(stack, " dispatch "))) if pid is not None}
     out = work / f"profile-{batch_size}"
     out.mkdir(exist_ok=True)

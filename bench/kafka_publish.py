@@ -21,7 +21,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from functions.adapters.kafka import KafkaPublisher, KafkaSettings, encode_barrage, producer_config
+from functions.adapters.kafka import KafkaPublisher, encode_barrage
+from functions.kafka import KafkaSettings, producer_config
 from handlers.model import Barrage
 from local.broker import LocalBroker
 

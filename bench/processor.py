@@ -27,11 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _support import BASE_MS, ROOT, KeepAlive, emit_json, median, processor_server, run_threads, work_dir
 
-from functions.adapters.kafka import ConsumedRecord, encode_barrage
+from functions.adapters.kafka import encode_barrage
 from handlers.model import Barrage, new_id
-from local.kafkasource.mapping import BATCH_CONTENT_TYPE, HttpEvent, batch_body, to_http
+from local.kafka_consumer import ConsumedRecord
+from local.kafkasource.mapping import (
+    BATCH_CONTENT_TYPE,
+    SourceContext,
+    batch_body,
+    binary_request,
+    to_event,
+    to_structured,
+)
 
-SOURCE = "/apis/v1/namespaces/default/kafkasources/barrage-source#barrage-info"
+CONTEXT = SourceContext("/apis/v1/namespaces/default/kafkasources/barrage-source")
 
 
 def make_barrages(count: int, tag: int, rooms: int = 50) -> list[Barrage]:
@@ -42,6 +50,13 @@ def make_barrages(count: int, tag: int, rooms: int = 50) -> list[Barrage]:
     ]
 
 
+class HttpEvent:
+    """One event as the dispatcher sends it: the binary request, and the batch member."""
+
+    def __init__(self, headers: dict[str, str], body: bytes, member: dict[str, object]) -> None:
+        self.headers, self.body, self.member = headers, body, member
+
+
 def http_events(barrages: list[Barrage]) -> list[HttpEvent]:
     """What the dispatcher makes of the publisher's records."""
     events = []
@@ -50,7 +65,8 @@ def http_events(barrages: list[Barrage]) -> list[HttpEvent]:
         key = message.key.encode() if isinstance(message.key, str) else message.key
         value = message.value.encode() if isinstance(message.value, str) else message.value
         record = ConsumedRecord("barrage-info", 0, offset, key, value, dict(message.headers), BASE_MS + offset)
-        events.append(to_http(record, SOURCE))
+        event = to_event(record, CONTEXT)
+        events.append(HttpEvent(*binary_request(event), to_structured(event)))
     return events
 
 
@@ -126,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             # Warm up: connections, SQLite files, first-request imports, FC services.
             warm = make_barrages(200, tag=99)
             post_all(url, [(e.headers, e.body) for e in http_events(warm[:100])], 2, 100)
-            post_all(url, [({"content-type": BATCH_CONTENT_TYPE}, batch_body(http_events(warm[100:])))], 1, 100)
+            warm_batch = batch_body([e.member for e in http_events(warm[100:])])
+            post_all(url, [({"content-type": BATCH_CONTENT_TYPE}, warm_batch)], 1, 100)
             run_fc([fc_event(warm, 0)], 200)
             for round_no in range(args.rounds):
                 tag = round_no * 3
@@ -134,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                 rates["per_event"].append(post_all(url, [(e.headers, e.body) for e in single], args.threads,
                                                    len(single)))
                 events = http_events(make_barrages(args.count, tag + 1))
-                bodies = [({"content-type": BATCH_CONTENT_TYPE}, batch_body(events[i : i + args.batch]))
-                          for i in range(0, len(events), args.batch)]
+                members = [e.member for e in events]
+                bodies = [({"content-type": BATCH_CONTENT_TYPE}, batch_body(members[i : i + args.batch]))
+                          for i in range(0, len(members), args.batch)]
                 rates["batch"].append(post_all(url, bodies, min(args.threads, len(bodies)), len(events)))
                 fc_barrages = make_barrages(args.count, tag + 2)
                 fc_bodies = [fc_event(fc_barrages[i : i + args.batch], i)

@@ -36,6 +36,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
             ("dispatcher", ["--count", "1000", "--batch-count", "5000", "--rounds", "1"]),
             ("e2e", ["--count", "3000", "--duration", "3"]),
             ("kafka_publish", ["--count", "5000", "--rounds", "1"]),
+            ("kafka_encode", ["--count", "5000", "--rounds", "1"]),
             ("tablestore_put", ["--count", "2000"]),
             ("homepage", ["--duration", "3", "--rounds", "1", "--viewers", "200", "--marks", "2"]),
         ]
@@ -46,6 +47,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
         ("dispatcher", ["--rounds", "2"]),
         ("e2e", ["--count", "10000", "--duration", "10", "--profile"]),
         ("kafka_publish", ["--rounds", "3"]),
+        ("kafka_encode", []),
         ("tablestore_put", []),
         ("homepage", ["--duration", "10", "--rounds", "3", "--viewers", "1000", "--marks", "5"]),
     ]
@@ -203,6 +205,14 @@ def tables(results: dict[str, dict[str, Any] | None]) -> list[str]:
         for n, mark in enumerate(viewers["marks"], 1):
             out.append(f"| {n} | {mark['within_2s']:,} ({mark['within_2s'] / viewers['viewers']:.1%}) | "
                        f"{_f(mark['p50_ms'])} | {_f(mark['p99_ms'])} | {_f(mark['max_ms'])} |")
+    encode = results.get("kafka_encode")
+    if encode:
+        out += ["### Kafka record encoding: hand-written vs the cloudevents SDK (issue 13)", "",
+                "| case | SDK to_binary rec/s | encode_barrage rec/s | ratio (median of per-round) |",
+                "|---|---:|---:|---:|"]
+        for case, figures in encode["cases"].items():
+            out.append(f"| {case} | {_f(figures['sdk_per_s'])} | {_f(figures['own_per_s'])} | "
+                       f"{figures['ratio']:.2f}x |")
         out.append("")
     cold = results.get("cold_start")
     if cold:

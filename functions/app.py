@@ -38,6 +38,16 @@ from functions.bindings.direct import CloudEventInvocation, DirectInvocation
 from functions.bindings.fc2_wsgi import Fc2Wsgi
 from functions.bindings.fc3_http import FC3HttpEvent
 from functions.bindings.fc_event import EventBridgeBatch, RetryBatch
+from functions.declaration import (
+    Deployment,
+    Env,
+    Function,
+    HttpTrigger,
+    KafkaTrigger,
+    Resources,
+    Scaling,
+    SecretRef,
+)
 from functions.kafka import KafkaSettings, PublishFailed, RecordPublisher, settings_from_environ
 from functions.lifecycle import AccessKey, CredentialsSource, Factory, Instance
 from functions.records import (
@@ -61,13 +71,19 @@ __all__ = [
     "DEFAULT_HTTP_SHAPES",
     "AccessKey",
     "App",
+    "AppFunction",
     "BatchReport",
     "CredentialsSource",
+    "Deployment",
+    "Env",
     "EventFunction",
+    "Function",
     "HttpFunction",
+    "HttpTrigger",
     "InvalidInvocation",
     "Invocation",
     "KafkaSettings",
+    "KafkaTrigger",
     "Outcome",
     "OutcomeKind",
     "PublishFailed",
@@ -75,7 +91,10 @@ __all__ = [
     "RecordError",
     "RecordPublisher",
     "Reject",
+    "Resources",
     "RetryBatch",
+    "Scaling",
+    "SecretRef",
     "duplicate",
     "ok",
     "reject",
@@ -236,7 +255,7 @@ class HttpFunction(Generic[D]):
         return target(self.asgi)
 
 
-Function = HttpFunction[Any] | EventFunction[Any]
+AppFunction = HttpFunction[Any] | EventFunction[Any]
 
 
 class App(Generic[D]):
@@ -257,14 +276,14 @@ class App(Generic[D]):
         # Other names a container may be told to serve a function by (``target_env``, e.g. a seed's ROLE).
         self.aliases = dict(aliases or {})
         self.target_env = target_env
-        self.functions: dict[str, Function] = {}
+        self.functions: dict[str, AppFunction] = {}
         self._dependencies: Factory[D] = dependencies or (lambda _environ, _credentials: None)  # type: ignore[assignment,return-value]
         self._environ = environ
         self._instance: Instance[D] | None = None
         self._lock = threading.Lock()
         self.loop = LoopThread(f"{name}-asgi-loop")
 
-    def _add(self, function: Function) -> None:
+    def _add(self, function: AppFunction) -> None:
         if function.name in self.functions:
             raise ValueError(f"app {self.name!r} already has a function named {function.name!r}")
         if not function.name.isidentifier():
@@ -291,7 +310,7 @@ class App(Generic[D]):
 
         return register
 
-    def function(self, name: str) -> Function:
+    def function(self, name: str) -> AppFunction:
         try:
             return self.functions[name]
         except KeyError:

@@ -9,11 +9,13 @@ one long-lived event loop per process (``LoopThread``): state the app keeps on i
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -82,6 +84,8 @@ class ResponseError(RuntimeError):
 
 async def call(app: ASGIApp, request: HttpRequest) -> HttpResponse:
     """Run ``app`` for one request and collect its whole response."""
+    import asyncio  # here, not at the top: FC's cold start imports this module, and asyncio is not light
+
     body_sent = False
     disconnect = asyncio.Event()
     status: int | None = None
@@ -134,6 +138,8 @@ class LoopThread:
         self._lock = threading.Lock()
 
     def _start(self) -> asyncio.AbstractEventLoop:
+        import asyncio
+
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
@@ -150,6 +156,8 @@ class LoopThread:
             return self._loop
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        import asyncio
+
         loop = self._loop or self._start()
         try:
             running = asyncio.get_running_loop()

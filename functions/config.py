@@ -148,7 +148,9 @@ class Settings:
             role=role,
             pod_name=pod_name,
             pod_namespace=config.get("POD_NAMESPACE"),
-            max_streams=config.integer("BARRAGE_MAX_STREAMS", DEFAULT_MAX_STREAMS, minimum=0),
+            # FUNCTIONS_STREAMING=off: the library says this runtime cannot stream (FC's built-in ones).
+            max_streams=config.integer("BARRAGE_MAX_STREAMS", 0 if (config.get("FUNCTIONS_STREAMING") or "").lower()
+                                       == "off" else DEFAULT_MAX_STREAMS, minimum=0),
             cors_origins=config.csv("BARRAGE_CORS_ORIGINS"),
         )
 

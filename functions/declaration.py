@@ -12,8 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Role = Literal["homepage", "processor"]
+Role = str  # the function's name in its app (barrage: homepage, processor)
 KnativeWorkload = Literal["eci", "fc"]
+# sources.knative.dev/v1 is served from knative-v1.16; older Knative Eventing serves v1beta1 only.
+KafkaSourceApiVersion = Literal["sources.knative.dev/v1", "sources.knative.dev/v1beta1"]
+# How a function runs on Function Compute 3.0 (PLATFORM.md sections 2-3):
+# - "python3.10": the built-in runtime calls the handler; one request per instance, no streaming;
+# - "custom.debian10": the code package's ``bootstrap`` starts this project's server on CAPort
+#   (Python 3.10 is built into that runtime, so the package's cp310 wheels load); instance
+#   concurrency and streamed responses;
+# - "custom-container": the image (Deployment.image) runs the same server.
+FcRuntime = Literal["python3.10", "custom.debian10", "custom-container"]
 
 
 @dataclass(frozen=True)
@@ -31,9 +40,10 @@ class Env:
     """One environment variable.
 
     ``value`` set and ``fixed``: the same literal on every platform (ROLE, BARRAGE_BUS...).
-    ``value`` set, not fixed: a default the deployer may override (FC ``${env(NAME, value)}``).
-    ``value`` None: deployment-specific, no default (FC ``${env(NAME)}``; Knative reads it from
-    the ConfigMap ``barrage-config``, or from ``secret`` when that is set).
+    ``value`` set, not fixed: a default the deployer may override (FC ``${env('NAME', 'value')}``).
+    ``value`` None: deployment-specific, no default (FC ``${env('NAME', '')}``, or ``${env('NAME')}``
+    where the FC network path requires it; Knative reads it from the ConfigMap ``barrage-config``,
+    or from ``secret`` when that is set).
     """
 
     name: str
@@ -65,9 +75,14 @@ class KafkaTrigger:
     backoff: Literal["exponential", "linear"] = "exponential"
     backoff_delay_s: float = 0.3  # Knative only: FC's EXPONENTIAL_DECAY_RETRY has a fixed schedule
     delivery_timeout_s: int = 30
-    dead_letter_service: str = "barrage-dead-letter"  # Knative: a Service; FC: an MNS queue (BARRAGE_DLQ_ARN)
+    dead_letter_service: str = "dead-letter"  # Knative: a Service; FC: an MNS queue (<NAME>_DLQ_ARN)
     batch_count: int = 100  # FC only: Knative's KafkaSource does not batch
     batch_window_s: int = 3
+    knative_api_version: KafkaSourceApiVersion = "sources.knative.dev/v1"  # Knative only
+    # FC only. True: a batch that still fails after the retries goes to an MNS queue (the deployer
+    # exports BARRAGE_DLQ_ARN; errorsTolerance ALL). False: errorsTolerance NONE, so the trigger
+    # holds the stream at that batch until it succeeds: nothing is dropped, nothing else is needed.
+    fc_dead_letter_queue: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,23 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class EciPlacement:
+    """Knative workload "eci": how the pods land on Alibaba Cloud Elastic Container Instances.
+
+    ASK (ACK Serverless) runs every pod on ECI; on ACK only pods labelled
+    ``alibabacloud.com/eci: "true"`` go there, so the label is rendered unless ``label`` is off.
+    """
+
+    label: bool = True
+    # k8s.aliyun.com/eci-use-specs: ECS instance types or "<vCPU>-<memory>Gi" sizes, in order of
+    # preference; unset, ECI sizes the instance from the requests (rounded up to an ECI size).
+    use_specs: tuple[str, ...] = ()
+    # k8s.aliyun.com/eci-imc-id: pin an image cache; unset, eci-auto-imc (on by default) picks one.
+    image_cache_id: str | None = None
+    auto_image_cache: bool | None = None  # k8s.aliyun.com/eci-auto-imc, rendered only when declared
+
+
+@dataclass(frozen=True)
 class Function:
     key: str  # s.yaml resource key
     role: Role
@@ -98,7 +130,9 @@ class Function:
     resources: Resources
     env: tuple[Env, ...]
     knative_workload: KnativeWorkload = "eci"
+    eci: EciPlacement = EciPlacement()  # Knative workload "eci" only
     initializer: str | None = "functions.barrage_app.initializer"
+    fc_runtime: FcRuntime = "python3.10"
 
 
 @dataclass(frozen=True)
@@ -111,6 +145,10 @@ class Deployment:
     functions: tuple[Function, ...]
     domain_function: str  # the function the custom domain routes to
     dead_letter_image: str = "gcr.io/knative-releases/knative.dev/eventing/cmd/event_display"
+    # Where `barrage render` writes s.yaml and knative/, relative to the repository root.
+    output_dir: str = "."
+    # The code package's own packages besides the library (`functions`): the app's code.
+    packages: tuple[str, ...] = ()
 
 
 _KAFKA_SECRET = "barrage-kafka"
@@ -137,6 +175,9 @@ HOMEPAGE = Function(
     description="The barrage HomePage and its HTTP API",
     handler="functions.barrage_app.homepage",  # FC 3.0 HTTP events (and FC 2.0 WSGI): one handler
     trigger=HttpTrigger(),
+    # The page streams (Server-Sent Events) and many viewers share an instance: a custom runtime
+    # serves both, where the built-in runtime would hold each stream to the timeout, one per instance.
+    fc_runtime="custom.debian10",
     scaling=Scaling(concurrency=20, min_instances=0, max_instances=10),
     resources=Resources(timeout_s=30),
     knative_workload="fc",
@@ -165,7 +206,8 @@ PROCESSOR = Function(
     service="barrage-process",
     description="Cleans barrages from Kafka and stores them",
     handler="functions.barrage_app.processor",
-    trigger=KafkaTrigger(source_name="barrage-source", topic="barrage-info", consumer_group="barrage-process"),
+    trigger=KafkaTrigger(source_name="barrage-source", topic="barrage-info", consumer_group="barrage-process",
+                         dead_letter_service="barrage-dead-letter"),
     # 2 as the seed: the queue-proxy then holds 20 requests before answering 503 (retried).
     scaling=Scaling(concurrency=2, min_instances=0, max_instances=100),
     resources=Resources(timeout_s=60),
@@ -187,4 +229,5 @@ DEPLOYMENT = Deployment(
     kafka_bootstrap=("alikafka-post-cn-xxx-1-vpc.alikafka.aliyuncs.com:9092",),
     functions=(HOMEPAGE, PROCESSOR),
     domain_function="homepage",
+    packages=("handlers",),
 )

@@ -27,10 +27,6 @@ __all__ = ["KafkaSettings", "PublishFailed", "RecordPublisher", "client_config",
 _log = logging.getLogger(__name__)
 
 ConfigValue = str | int | float | bool
-HeaderValue = str | bytes | None
-Headers = Mapping[str, HeaderValue] | Sequence[tuple[str, HeaderValue]] | None
-
-_log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- settings

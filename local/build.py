@@ -37,6 +37,8 @@ import click
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("handlers", "functions")
+# What a custom.debian10 function runs (FC starts ./bootstrap in the package root); executable.
+PROJECT_FILES = ("bootstrap",)
 # Needed by the local tooling or by Knative's functions-framework, not by FC's runtime (which is
 # its own server: uvicorn's loop and parser would only add weight).
 NOT_IN_FC_PACKAGE = frozenset({"functions-framework", "aliyun-fc2", "click", "pyyaml", "uvloop", "httptools"})
@@ -150,8 +152,13 @@ def install(requirements: Sequence[str], wheelhouse: Path, target: Path, python_
           "--no-compile", *_platform_args(python_version), *wanted])
 
 
-def copy_project(source: Path, target: Path) -> None:
-    for package in PROJECT_PACKAGES:
+def copy_project(source: Path, target: Path, packages: Sequence[str] = PROJECT_PACKAGES) -> None:
+    for name in PROJECT_FILES:
+        if not (source / name).is_file():
+            raise BuildError(f"{source / name} is missing")
+        shutil.copyfile(source / name, target / name)
+        (target / name).chmod(0o755)
+    for package in packages:
         root = source / package
         if not root.is_dir():
             raise BuildError(f"{root} is missing")
@@ -184,7 +191,8 @@ def write_zip(root: Path, output: Path) -> BuildResult:
             info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.create_system = 3  # unix, so the modes below mean what they say
-            mode = 0o755 if os.access(path, os.X_OK) and path.suffix == ".so" else 0o644
+            executable = path.suffix == ".so" or name in PROJECT_FILES
+            mode = 0o755 if os.access(path, os.X_OK) and executable else 0o644
             info.external_attr = (0o100000 | mode) << 16
             data = path.read_bytes()
             archive.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
@@ -196,7 +204,9 @@ def write_zip(root: Path, output: Path) -> BuildResult:
 
 
 def build_fc_package(output: Path, wheelhouse: Path, python_version: str = "3.10", source: Path = REPO_ROOT,
-                     with_dependencies: bool = True, fetch: bool = True) -> BuildResult:
+                     with_dependencies: bool = True, fetch: bool = True,
+                     packages: Sequence[str] = PROJECT_PACKAGES) -> BuildResult:
+    """The code package: the library (``functions``), the app's own ``packages`` and the dependencies."""
     requirements = runtime_requirements()
     if with_dependencies and fetch:
         download(requirements, wheelhouse, python_version)
@@ -205,7 +215,7 @@ def build_fc_package(output: Path, wheelhouse: Path, python_version: str = "3.10
         target.mkdir()
         if with_dependencies:
             install(requirements, wheelhouse, target, python_version)
-        copy_project(source, target)
+        copy_project(source, target, packages)
         return write_zip(target, output)
 
 
@@ -216,8 +226,10 @@ def _mb(size: int) -> str:
 @click.command()
 @click.option("--workload-class", "workload_class", type=click.Choice(["fc"]), required=True,
               help="fc: the Function Compute code package (Knative ships container images instead).")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
-              default=REPO_ROOT / "dist" / "barrage-fc.zip", show_default=True, help="Where s.yaml's code points.")
+@click.option("--app", "app_spec", default=None,
+              help="The module holding the app's DEPLOYMENT (module or module:attribute); default: barrage's.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where s.yaml's code points (default: dist/<name>-fc.zip beside the app's s.yaml).")
 @click.option("--python-version", default="3.10", show_default=True, help="The FC runtime's Python.")
 @click.option("--wheelhouse", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Wheel cache. Default: .barrage/wheelhouse/cp<ver>-manylinux_x86_64.")
@@ -226,16 +238,26 @@ def _mb(size: int) -> str:
 @click.option("--no-deps", "no_deps", is_flag=True, help="Only the project's packages (for inspection).")
 @click.option("--max-zipped-mb", type=click.FloatRange(min=0, min_open=True), default=ZIP_LIMIT_BYTES / 1024 / 1024,
               show_default=True, help="Fail above this zipped size (FC: 500 MB through Serverless Devs / OSS).")
-def build(workload_class: str, output: Path, python_version: str, wheelhouse: Path | None, offline: bool,
-          download_only: bool, no_deps: bool, max_zipped_mb: float) -> None:
+def build(workload_class: str, app_spec: str | None, output: Path | None, python_version: str,
+          wheelhouse: Path | None, offline: bool, download_only: bool, no_deps: bool, max_zipped_mb: float) -> None:
     """Build the deployable package for a workload class."""
+    from local.render import RenderError, load_deployment
+
     house = wheelhouse or default_wheelhouse(python_version)
+    try:
+        deployment = load_deployment(app_spec)
+    except RenderError as exc:
+        click.echo(f"barrage build: {exc}", err=True)
+        sys.exit(2)
+    packages = ("functions", *deployment.packages)
+    output = output or REPO_ROOT / deployment.output_dir / "dist" / f"{deployment.name}-fc.zip"
     try:
         if download_only:
             download(runtime_requirements(), house, python_version)
             click.echo(f"wheelhouse ready: {house} ({len(list(house.glob('*.whl')))} wheels)")
             return
-        result = build_fc_package(output, house, python_version, with_dependencies=not no_deps, fetch=not offline)
+        result = build_fc_package(output, house, python_version, with_dependencies=not no_deps, fetch=not offline,
+                                  packages=packages)
     except BuildError as exc:
         click.echo(f"barrage build: {exc}", err=True)
         sys.exit(1)

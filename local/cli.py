@@ -77,9 +77,12 @@ def version() -> None:
               help="Dispatcher batch delivery (0: one event per request, as KafkaSource).")
 @click.option("--container-concurrency", type=click.IntRange(0, 1000), default=None,
               help="Processor containerConcurrency (default: from the Knative Service manifest).")
+@click.option("--app", "app_spec", default=None,
+              help="Run another app from its declaration (a module with DEPLOYMENT): its functions from --port "
+                   "on, a dispatcher per Kafka trigger, the broker.")
 def up(host: str, port: int, data_dir: Path, bus: str, store: str, processor_port: int, processors: int,
        broker_port: int, tablestore_port: int, fc_port: int | None, batch_size: int,
-       container_concurrency: int | None) -> None:
+       container_concurrency: int | None, app_spec: str | None) -> None:
     """Run the whole service locally: broker, dispatcher, processor, store and HomePage.
 
     Ctrl-C, SIGTERM and closing the terminal (SIGHUP) stop it all within 3 s.
@@ -94,10 +97,15 @@ def up(host: str, port: int, data_dir: Path, bus: str, store: str, processor_por
         container_concurrency=container_concurrency,
     )
     try:
-        supervisor, urls = prepare_stack(options, lambda line: _say(f"barrage up: {line}"))
+        if app_spec is None:
+            supervisor, urls = prepare_stack(options, lambda line: _say(f"barrage up: {line}"))
+        else:
+            supervisor, urls = _prepare_app(app_spec, options)
     except StackError as exc:
         _say(f"barrage up: {exc}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C while an earlier stack was being stopped; nothing started
+        sys.exit(130)
 
     def on_signal(signum: int, _frame: object) -> None:
         supervisor.request_stop(signum)
@@ -124,6 +132,21 @@ def up(host: str, port: int, data_dir: Path, bus: str, store: str, processor_por
         if report.stopped:  # a stack refused before it started (a busy port) stays one line
             _say(report.summary())
     sys.exit(status)
+
+
+def _prepare_app(app_spec: str, options: Any) -> tuple[Any, dict[str, str]]:
+    from local.app_stack import AppStackError, AppStackOptions, app_stack_specs, load_deployment
+    from local.stack import prepare_supervisor
+    from local.supervisor import StackError
+
+    try:
+        deployment = load_deployment(app_spec)
+        specs, urls = app_stack_specs(deployment, AppStackOptions(
+            port=options.port, broker_port=options.broker_port, data_dir=options.data_dir,
+            kafka_server=options.kafka_server))
+    except AppStackError as exc:
+        raise StackError(str(exc)) from None
+    return prepare_supervisor(specs, options.data_dir, lambda line: _say(f"barrage up: {line}")), urls
 
 
 def _say(line: str, err: bool = False) -> None:

@@ -76,7 +76,7 @@ def read_process(pid: int, proc: Path = PROC) -> ProcessInfo | None:
 
 def all_pids(proc: Path = PROC) -> list[int]:
     try:
-        return [int(entry.name) for entry in proc.iterdir() if entry.name.isdigit()]
+        return sorted(int(entry.name) for entry in proc.iterdir() if entry.name.isdigit())
     except OSError:
         return []
 

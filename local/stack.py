@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -77,7 +77,8 @@ def _barrage(*args: str) -> list[str]:
     return [sys.executable, "-m", "local.cli", *args]
 
 
-def _broker_ready(bootstrap: str) -> Callable[[], bool]:
+def broker_ready(bootstrap: str, topics: Sequence[str]) -> Callable[[], bool]:
+    """True once the broker answers metadata and holds every one of ``topics``."""
     host, _, port = bootstrap.rpartition(":")
 
     def ready() -> bool:
@@ -97,7 +98,7 @@ def _broker_ready(bootstrap: str) -> Callable[[], bool]:
             metadata = AdminClient(config).list_topics(timeout=1)
         except Exception:
             return False
-        return "barrage-info" in metadata.topics
+        return all(topic in metadata.topics for topic in topics)
 
     return ready
 
@@ -135,7 +136,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
             "broker",
             _barrage("broker", "--port", str(options.broker_port), "--topic", "barrage-info",
                      "--topic", "barrage-info.dlq"),
-            ready=_broker_ready(bootstrap), ports=(options.broker_port,),
+            ready=broker_ready(bootstrap, ["barrage-info"]), ports=(options.broker_port,),
             stop_signal=signal.SIGINT,  # reaches Tansu too: on SIGTERM it waits ~5 s for clients
         ))
         urls["kafka"] = bootstrap
@@ -144,7 +145,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
         concurrency = container_concurrency_from_manifests()
     processor_url = f"http://127.0.0.1:{options.processor_port}/"
     specs.append(ChildSpec(
-        "processor", _ff("process", "127.0.0.1", options.processor_port),
+        "processor", _ff("processor", "127.0.0.1", options.processor_port),
         env={**store_env, "ROLE": "processor", "CONTAINER_CONCURRENCY": str(concurrency),
              "WORKERS": str(options.processors)},
         health_url=f"{processor_url}healthz", ports=(options.processor_port,),
@@ -177,10 +178,17 @@ def prepare_stack(options: StackOptions, say: Callable[[str], None], out: IO[str
     """The stack's supervisor, not started, once whatever an earlier stack on the same data
     directory left running is stopped. StackError if that cannot be done."""
     options.data_dir.mkdir(parents=True, exist_ok=True)
-    run_file = options.data_dir.resolve() / RUN_FILE_NAME
+    specs, urls = stack_specs(options)
+    return prepare_supervisor(specs, options.data_dir, say, out), urls
+
+
+def prepare_supervisor(specs: list[ChildSpec], data_dir: Path, say: Callable[[str], None],
+                       out: IO[str] = sys.stdout) -> Supervisor:
+    """A supervisor for ``specs`` (any app's stack) that records itself in ``data_dir``'s run file."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    run_file = data_dir.resolve() / RUN_FILE_NAME
     try:
         stop_previous_stack(run_file, say)
     except RunFileError as exc:
         raise StackError(str(exc)) from None
-    specs, urls = stack_specs(options)
-    return Supervisor(specs, out=out, run_file=run_file), urls
+    return Supervisor(specs, out=out, run_file=run_file)

@@ -1,4 +1,7 @@
-"""Kafka adapters: the ``Publisher`` port on confluent-kafka, the record codec and a consumer helper.
+"""Barrage's Kafka adapter: the ``Publisher`` port on confluent-kafka and the record encoder.
+
+Settings and librdkafka configs are the generic layer's (``functions.kafka``); this module adds
+what is barrage's: its event type, source and topic, the record layout and the ``Publisher`` port.
 
 Every barrage travels as one record in the CloudEvents Kafka *binary* binding: ``ce_*`` headers,
 a JSON value and the room as key. Knative's KafkaSource forwards such a record as is (PLATFORM.md
@@ -13,24 +16,17 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from cloudevents.http import CloudEvent
-from cloudevents.kafka import KafkaMessage, from_binary, to_binary
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from cloudevents.kafka import KafkaMessage, to_binary
+from confluent_kafka import KafkaError, KafkaException, Producer
 
-from functions.kafka import (
-    ConfigValue,
-    InitialOffset,
-    KafkaSettings,
-    client_config,
-    consumer_config,
-    producer_config,
-)
-from handlers.model import Barrage, ValidationError, parse_barrage
+from functions.kafka import ConfigValue, KafkaSettings, producer_config
+from handlers.model import Barrage
 from handlers.ports import PublishError
 
 __all__ = [
@@ -38,19 +34,10 @@ __all__ = [
     "DEFAULT_SOURCE",
     "DEFAULT_TOPIC",
     "EVENT_TYPE",
-    "ConsumedRecord",
-    "DecodedBarrage",
     "ExtensionHook",
-    "InvalidRecord",
     "KafkaPublisher",
-    "KafkaRecordConsumer",
-    "KafkaSettings",
-    "client_config",
-    "consumer_config",
-    "decode_barrage",
     "encode_barrage",
     "encode_barrage_sdk",
-    "producer_config",
     "publisher_from_config",
     "settings_from_config",
 ]
@@ -59,9 +46,6 @@ DEFAULT_TOPIC = "barrage-info"
 EVENT_TYPE = "barrage.sent"
 DEFAULT_SOURCE = "/barrage/homepage"
 CONTENT_TYPE = "application/json"
-
-HeaderValue = str | bytes | None
-Headers = Mapping[str, HeaderValue] | Sequence[tuple[str, HeaderValue]] | None
 
 _log = logging.getLogger(__name__)
 
@@ -73,17 +57,6 @@ _OWN_ATTRIBUTES = frozenset(
     {"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "dataschema", "data"}
     | {"partitionkey"}
 )
-
-
-class InvalidRecord(ValueError):
-    """A Kafka record that is not a ``barrage.sent`` CloudEvent carrying a valid barrage."""
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedBarrage:
-    barrage: Barrage
-    # Every CloudEvent attribute as a string, extensions (e.g. traceparent) included.
-    attributes: dict[str, str] = field(default_factory=dict)
 
 
 _BARRAGE_FIELDS = tuple(f.name for f in fields(Barrage))
@@ -166,8 +139,9 @@ def encode_barrage(
     """The record for one barrage: CE binary mode, keyed by room so a room stays in order.
 
     Equal, message for message, to ``encode_barrage_sdk`` (``to_binary``), which the unit tests
-    check; written out because the SDK path cost as much CPU as producing the record itself
-    and publish_many has a throughput target against a raw producer.
+    check; written out because it encodes about twice the records per second (bench/kafka_encode.py,
+    BENCHMARKS.md): the SDK alone manages fewer than publish_many sends, which has a throughput
+    target against a raw producer.
     """
     room = barrage.room.encode("utf-8")
     headers = {
@@ -184,42 +158,6 @@ def encode_barrage(
         for name, value in extensions.items():
             headers["ce_" + name] = value.encode("utf-8")
     return KafkaMessage(headers, barrage.room, _compact_json(_data(barrage)))
-
-
-def _header_dict(headers: Headers) -> dict[str, bytes]:
-    if headers is None:
-        return {}
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    # A header with a null value carries nothing the binding can use.
-    return {
-        name: value.encode("utf-8") if isinstance(value, str) else value for name, value in items if value is not None
-    }
-
-
-def decode_barrage(headers: Headers, value: bytes | str | None, key: bytes | str | None = None) -> DecodedBarrage:
-    """The reverse of ``encode_barrage``, for the processor; raises ``InvalidRecord``."""
-    header_map = _header_dict(headers)
-    if not any(name.lower() == "ce_specversion" for name in header_map):
-        raise InvalidRecord("not a CloudEvent in Kafka binary mode (no ce_specversion header)")
-    if value is None:
-        raise InvalidRecord("record has no value")
-    try:
-        event = from_binary(KafkaMessage(header_map, key, value))
-    except Exception as exc:  # the SDK raises several unrelated types for malformed input
-        raise InvalidRecord(f"cannot decode CloudEvent: {exc}") from exc
-    attributes = {
-        name: val.decode("utf-8", "replace") if isinstance(val, bytes) else str(val)
-        for name, val in event.get_attributes().items()
-    }
-    if attributes.get("type") != EVENT_TYPE:
-        raise InvalidRecord(f"CloudEvent type {attributes.get('type')!r} is not {EVENT_TYPE!r}")
-    try:
-        barrage = parse_barrage(event.get_data())
-    except ValidationError as exc:
-        raise InvalidRecord(f"invalid barrage: {exc}") from exc
-    if attributes.get("id") != barrage.id:
-        raise InvalidRecord(f"CloudEvent id {attributes.get('id')!r} differs from barrage id {barrage.id!r}")
-    return DecodedBarrage(barrage, attributes)
 
 
 # --------------------------------------------------------------------------- publisher
@@ -456,153 +394,3 @@ def publisher_from_config(config: KafkaConfigLike, **options: Any) -> KafkaPubli
     """The publisher ``functions.wiring`` builds; ``options`` go to ``KafkaPublisher``."""
     return KafkaPublisher(settings_from_config(config), **options)
 
-
-# --------------------------------------------------------------------------- consumer
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumedRecord:
-    """One Kafka record, detached from the client's message object."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, bytes]
-    timestamp_ms: int | None
-
-    @classmethod
-    def from_message(cls, message: Any) -> ConsumedRecord:
-        """From a confluent-kafka ``Message`` without an error."""
-        timestamp_type, timestamp = message.timestamp()
-        key = message.key()
-        value = message.value()
-        return cls(
-            topic=message.topic(),
-            partition=message.partition(),
-            offset=message.offset(),
-            key=key.encode("utf-8") if isinstance(key, str) else key,
-            value=value.encode("utf-8") if isinstance(value, str) else value,
-            headers=_header_dict(message.headers()),
-            timestamp_ms=timestamp if timestamp_type != 0 else None,  # 0: TIMESTAMP_NOT_AVAILABLE
-        )
-
-    def decode(self) -> DecodedBarrage:
-        return decode_barrage(self.headers, self.value, self.key)
-
-
-TopicPartitionKey = tuple[str, int]
-
-
-class RebalanceCallback(Protocol):
-    def __call__(self, consumer: KafkaRecordConsumer, partitions: list[TopicPartitionKey]) -> None: ...
-
-
-def next_offsets(records: Iterable[ConsumedRecord]) -> dict[TopicPartitionKey, int]:
-    """Per partition, the offset to commit after processing ``records`` (highest + 1)."""
-    offsets: dict[TopicPartitionKey, int] = {}
-    for record in records:
-        position = (record.topic, record.partition)
-        offsets[position] = max(offsets.get(position, 0), record.offset + 1)
-    return offsets
-
-
-class KafkaRecordConsumer:
-    """A group consumer with explicit, per-partition commits (what a KafkaSource-like dispatcher needs).
-
-    Nothing is committed unless ``commit`` is called, so a crash redelivers what was not
-    committed. ``on_revoke`` runs before partitions are taken away: the place to finish in-flight
-    work and ``commit`` it. Not thread-safe: use it from one thread.
-    """
-
-    def __init__(
-        self,
-        settings: KafkaSettings,
-        group_id: str,
-        topics: Sequence[str] | None = None,
-        *,
-        initial_offset: InitialOffset = "latest",
-        on_assign: RebalanceCallback | None = None,
-        on_revoke: RebalanceCallback | None = None,
-        extra_config: Mapping[str, ConfigValue] | None = None,
-        consumer_factory: Callable[[dict[str, Any]], Any] = Consumer,
-    ) -> None:
-        config: dict[str, Any] = {
-            **consumer_config(settings, group_id, initial_offset),
-            **(extra_config or {}),
-            "logger": _log,
-        }
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
-        self._consumer: Any = consumer_factory(config)
-        self._closed = False
-        self._consumer.subscribe(list(topics or (settings.topic or DEFAULT_TOPIC,)), on_assign=self._assigned,
-                                 on_revoke=self._revoked)
-
-    def _assigned(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
-        if self._on_assign is not None:
-            self._on_assign(self, [(p.topic, p.partition) for p in partitions])
-
-    def _revoked(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
-        if self._on_revoke is not None:
-            self._on_revoke(self, [(p.topic, p.partition) for p in partitions])
-
-    def consume(self, max_records: int = 500, timeout_s: float = 1.0) -> list[ConsumedRecord]:
-        """Up to ``max_records`` records, waiting at most ``timeout_s``; raises on fatal errors."""
-        records = []
-        for message in self._consumer.consume(max_records, timeout_s):
-            err = message.error()
-            if err is None:
-                records.append(ConsumedRecord.from_message(message))
-            elif err.fatal():
-                raise KafkaException(err)
-            elif err.code() != KafkaError._PARTITION_EOF:
-                # Transient (broker restart, rebalance): librdkafka recovers on its own.
-                _log.warning("Kafka consumer: %s", err.str())
-        return records
-
-    def commit(self, records: Iterable[ConsumedRecord]) -> dict[TopicPartitionKey, int]:
-        """Commit, synchronously, the offsets after ``records``; returns what was committed."""
-        offsets = next_offsets(records)
-        self.commit_offsets(offsets)
-        return offsets
-
-    def commit_offsets(self, offsets: Mapping[TopicPartitionKey, int]) -> None:
-        """Commit explicit next-offsets per partition; raises ``KafkaException`` on failure."""
-        if not offsets:
-            return
-        partitions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
-        result = self._consumer.commit(offsets=partitions, asynchronous=False)
-        failed = [p for p in result or () if p.error is not None]
-        if failed:
-            raise KafkaException(failed[0].error)
-
-    def committed(
-        self, partitions: Iterable[TopicPartitionKey], timeout_s: float = 5.0
-    ) -> dict[TopicPartitionKey, int | None]:
-        """The group's committed next-offset per partition (None when nothing is committed)."""
-        result = self._consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=timeout_s)
-        return {(p.topic, p.partition): (p.offset if p.offset >= 0 else None) for p in result}
-
-    def assignment(self) -> list[TopicPartitionKey]:
-        return [(p.topic, p.partition) for p in self._consumer.assignment()]
-
-    def pause(self, partitions: Sequence[TopicPartitionKey]) -> None:
-        """Stop fetching these partitions while still polling (keeps the group membership)."""
-        self._consumer.pause([TopicPartition(t, p) for t, p in partitions])
-
-    def resume(self, partitions: Sequence[TopicPartitionKey]) -> None:
-        self._consumer.resume([TopicPartition(t, p) for t, p in partitions])
-
-    def close(self) -> None:
-        """Leave the group (running ``on_revoke`` first); uncommitted records will be redelivered."""
-        if not self._closed:
-            self._closed = True
-            self._consumer.close()
-
-    def __enter__(self) -> KafkaRecordConsumer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

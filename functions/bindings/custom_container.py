@@ -33,7 +33,7 @@ from functions.bindings.cloudevents_http import BadDelivery, read_body, respond_
 from functions.fc import context_from_headers
 
 if TYPE_CHECKING:
-    from functions.app import Function
+    from functions.app import AppFunction
 
 MAX_INVOKE_BYTES = 32 * 1024 * 1024  # FC's synchronous invocation payload limit
 
@@ -57,7 +57,7 @@ def _result_bytes(result: Any) -> bytes:
     return json.dumps(result, ensure_ascii=False).encode("utf-8")
 
 
-def container_app(function: Function) -> ASGIApp:
+def container_app(function: AppFunction) -> ASGIApp:
     from functions.app import EventFunction, HttpFunction
 
     sink = sink_app(function) if isinstance(function, EventFunction) else None
@@ -134,7 +134,7 @@ def container_app(function: Function) -> ASGIApp:
     return app
 
 
-async def _lifespan(receive: Receive, send: Send, function: Function) -> None:
+async def _lifespan(receive: Receive, send: Send, function: AppFunction) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":

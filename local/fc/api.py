@@ -1,15 +1,20 @@
-"""The FC 2.0 invoke API and HTTP triggers, locally, for the functions s.yaml declares.
+"""Function Compute's invoke APIs and HTTP triggers, locally, for the functions s.yaml declares.
 
-- ``POST /2016-08-15/services/{service}[.{qualifier}]/functions/{function}/invocations``:
-  fc2 signature checked; ``x-fc-invocation-type`` Sync (default) or Async (202, run in the
-  background, retried on function error like FC's async invocation); ``x-fc-log-type: Tail``
-  answers the log tail in ``x-fc-log-result``; a function error is a 200 with
-  ``x-fc-error-type: UnhandledInvocationError`` and FC's error JSON; API errors are
-  ``{"ErrorCode", "ErrorMessage"}`` with FC's status codes.
+- FC 3.0: ``POST /2023-03-30/functions/{function}/invocations[?qualifier=]``, signed
+  ACS3-HMAC-SHA256 (``local.fc.acs3``); ``x-fc-invocation-type`` Sync or Async (202; with
+  ``x-fc-async-task-id``), ``x-fc-log-type: Tail``; errors ``{"Code", "Message", "RequestId"}``.
+- FC 2.0: ``POST /2016-08-15/services/{service}[.{qualifier}]/functions/{function}/invocations``,
+  fc2's signature; errors ``{"ErrorCode", "ErrorMessage"}``.
+- Both: Async runs in the background, retried on function error like FC's async invocation; a
+  function error is a 200 with ``x-fc-error-type: UnhandledInvocationError`` and FC's error JSON;
+  ``x-fc-log-result`` carries the log tail (base64). Any other API path, and any other
+  ``/YYYY-MM-DD/`` API version, is a JSON error: never a request to a function.
 - HTTP triggers: ``/2016-08-15/proxy/{service}/{function}/...`` (FC 2.0's form),
   ``/http/{function}/...``, and ``/...`` when exactly one function has an HTTP trigger.
 
-Each function runs in its own worker process (``local.fc.worker``), started on first use.
+Each function instance is a process started on first use: a built-in runtime function runs in a
+``local.fc.worker``; a custom runtime (or container) function runs its own server on CAPort
+(``CustomRuntimeWorker``), whose HTTP answers stream through.
 """
 
 from __future__ import annotations
@@ -20,23 +25,32 @@ import hmac
 import http.client
 import json
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote, unquote
 
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from local.fc import acs3
 from local.fc.syaml import FunctionSpec, SYaml
 
-API_VERSION = "2016-08-15"
+API_VERSION = "2016-08-15"  # FC 2.0
+FC3_API_VERSION = "2023-03-30"
+_API_VERSION_SEGMENT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 SYNC_BODY_LIMIT = 32 * 1024 * 1024
+LOG_TAIL_BYTES = 4096  # FC returns the last 4 KB of the invocation's log
 ASYNC_BODY_LIMIT = 128 * 1024
 MAX_CLOCK_SKEW_S = 15 * 60
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +73,7 @@ class Outcome:
     body: bytes
     error: bool
     log_tail: str
+    chunks: Iterator[bytes] | None = None  # a streamed answer (custom runtimes' HTTP requests)
 
 
 @dataclass
@@ -131,8 +146,143 @@ class Worker:
             process.wait()
 
 
+class CustomRuntimeWorker:
+    """A custom-runtime instance as FC runs one: the package's ``bootstrap`` (or the configured
+    command) is started with ``CAPort`` set, and FC talks HTTP to the server it starts there.
+
+    A custom container runs the image's entrypoint, ``python -m functions.entrypoint`` with
+    ``WORKLOAD_CLASS=fc``, from the code directory (no container engine is needed locally).
+    Lines the server prints between ``FC Invoke Start/End RequestId: <id>`` are that
+    invocation's log tail.
+    """
+
+    def __init__(self, spec: FunctionSpec, code_dir: Path, env: Mapping[str, str], out: IO[str]) -> None:
+        self.spec, self.code_dir, self.env, self.out = spec, code_dir, env, out
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.initialized = not spec.initializer
+        self.init_lock = threading.Lock()
+        self._open: dict[str, list[str]] = {}
+        self._tails: OrderedDict[str, str] = OrderedDict()  # the latest ones; nobody asks for a stream's
+        self._tails_changed = threading.Condition()
+
+    def argv(self) -> list[str]:
+        if self.spec.runtime == "custom-container":
+            return [sys.executable, "-m", "functions.entrypoint"]
+        # FC's code directory is /code; a command naming it means the same file here.
+        command = [str(self.code_dir / c[len("/code/"):]) if c.startswith("/code/") else c
+                   for c in self.spec.custom_runtime_command]
+        return command or [str(self.code_dir / "bootstrap")]
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        from local.supervisor import free_port
+
+        argv = self.argv()
+        if self.spec.runtime != "custom-container" and not os.access(argv[0], os.X_OK) and "/" in argv[0]:
+            raise ApiError(412, "CAFileNotFound", f"function {self.spec.name}: {argv[0]} is missing or not executable")
+        self.port = free_port()
+        env = {k: v for k, v in self.env.items() if k not in ("FC_SERVER_PORT", "PORT")}
+        # The interpreter of this project first: on FC the bootstrap finds the runtime's own Python.
+        env.update({"CAPort": str(self.port), "HOST": "127.0.0.1",
+                    "PATH": os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])})
+        if self.spec.runtime == "custom-container":
+            env["WORKLOAD_CLASS"] = "fc"
+        try:
+            self.process = subprocess.Popen(argv, env=env, cwd=str(self.code_dir), stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            raise ApiError(412, "CAExited", f"function {self.spec.name} cannot be started: {exc}") from None
+        threading.Thread(target=self._pump, args=(self.process,), daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ApiError(412, "CAExited", f"function {self.spec.name} exited with code "
+                                                f"{self.process.returncode} before listening on CAPort {self.port}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise ApiError(412, "FunctionNotStarted", f"function {self.spec.name} did not listen on CAPort {self.port} "
+                                                  f"within {timeout_s:.0f} s")
+
+    def _pump(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.out.write(f"{self.spec.name:>18} | {line}\n")
+            self.out.flush()
+            with self._tails_changed:
+                if line.startswith("FC Invoke Start RequestId: "):
+                    self._open[line.rsplit(" ", 1)[-1]] = []
+                for lines in self._open.values():
+                    lines.append(line)
+                if line.startswith("FC Invoke End RequestId: "):
+                    request_id = line.rsplit(" ", 1)[-1]
+                    self._tails[request_id] = "\n".join(self._open.pop(request_id, [line])) + "\n"
+                    while len(self._tails) > 256:
+                        self._tails.popitem(last=False)
+                    self._tails_changed.notify_all()
+
+    def log_tail(self, request_id: str, wait_s: float = 1.0) -> str:
+        """The invocation's lines (the server prints its End line around when it answers)."""
+        with self._tails_changed:
+            self._tails_changed.wait_for(lambda: request_id in self._tails, timeout=wait_s)
+            return self._tails.pop(request_id, "")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def request(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
+                timeout_s: float) -> tuple[int, list[tuple[str, str]], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers))
+            answer = connection.getresponse()
+            return answer.status, answer.getheaders(), answer.read()
+        finally:
+            connection.close()
+
+    def open(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
+             timeout_s: float) -> tuple[int, list[tuple[str, str]], Iterator[bytes]]:
+        """The request, answered as the server writes it: each chunk as soon as it arrives."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers))
+            answer = connection.getresponse()
+        except BaseException:
+            connection.close()
+            raise
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                while chunk := answer.read1(65536):
+                    yield chunk
+            except (OSError, http.client.HTTPException):
+                return  # the instance went away mid-answer: the client sees the answer end
+            finally:
+                connection.close()
+
+        return answer.status, answer.getheaders(), chunks()
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)  # the bootstrap's exec'd server and any children
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+Instance = Worker | CustomRuntimeWorker
+
+
 class LocalFC:
-    """The functions of one s.yaml behind one FC 2.0-style service."""
+    """The functions of one s.yaml behind FC's invoke APIs (3.0 and 2.0) and HTTP triggers."""
 
     def __init__(self, syaml: SYaml, code_dir: Path, keys: Mapping[str, str], service: str | None = None,
                  region: str = "cn-hangzhou", account_id: str = "1234567890", async_retry_delay_s: float = 1.0,
@@ -149,7 +299,9 @@ class LocalFC:
         self.out = out or sys.stdout
         self.environ = dict(os.environ if environ is None else environ)
         self.async_records: dict[str, AsyncRecord] = {}
-        self._workers: dict[str, Worker] = {}
+        self.async_tasks: dict[str, AsyncRecord] = {}  # FC 3.0's x-fc-async-task-id
+        self.nonces = acs3.NonceCache()
+        self._workers: dict[str, Instance] = {}
         self._lock = threading.Lock()
 
     # -- instances --------------------------------------------------------------------------
@@ -173,16 +325,17 @@ class LocalFC:
             "PYTHONUNBUFFERED": "1",
         }
 
-    def worker(self, spec: FunctionSpec) -> Worker:
+    def worker(self, spec: FunctionSpec) -> Instance:
         with self._lock:
             worker = self._workers.get(spec.name)
             if worker is None or not worker.alive():
-                worker = Worker(spec, self.code_dir, self.kind(spec), self._env(spec), self.out)
+                worker = (CustomRuntimeWorker(spec, self.code_dir, self._env(spec), self.out) if spec.is_custom
+                          else Worker(spec, self.code_dir, self.kind(spec), self._env(spec), self.out))
                 worker.start()
                 self._workers[spec.name] = worker
             return worker
 
-    def discard(self, spec: FunctionSpec, worker: Worker) -> None:
+    def discard(self, spec: FunctionSpec, worker: Instance) -> None:
         with self._lock:
             if self._workers.get(spec.name) is worker:
                 del self._workers[spec.name]
@@ -219,26 +372,70 @@ class LocalFC:
         return {k: v for k, v in headers.items() if v}
 
     def call(self, spec: FunctionSpec, control: str, method: str, path: str, headers: Mapping[str, str],
-             body: bytes, request_id: str, retry_count: int = 0, qualifier: str = "LATEST") -> Outcome:
+             body: bytes, request_id: str, retry_count: int = 0, qualifier: str = "LATEST",
+             stream: bool = False) -> Outcome:
         """One invocation through the function's worker; timeouts and crashes are function errors."""
         worker = self.worker(spec)
-        sent = {**headers, **self.context_headers(spec, request_id, retry_count, qualifier),
-                "x-fc-control-path": control}
+        context = self.context_headers(spec, request_id, retry_count, qualifier)
+        if isinstance(worker, CustomRuntimeWorker) and not worker.initialized:
+            failure = self._initialize(spec, worker, context)
+            if failure is not None:
+                return failure
+        sent = {**headers, **context, "x-fc-control-path": control}
+        chunks: Iterator[bytes] | None = None
         try:
-            status, answer_headers, answer = worker.request(method, path, sent, body, spec.timeout + 1.0)
+            if stream and isinstance(worker, CustomRuntimeWorker):
+                status, answer_headers, chunks = worker.open(method, path, sent, body, spec.timeout + 1.0)
+                answer = b""
+            else:
+                status, answer_headers, answer = worker.request(method, path, sent, body, spec.timeout + 1.0)
         except TimeoutError:
             self.discard(spec, worker)  # FC replaces an instance that timed out
             return self._error(f"Function timed out after {spec.timeout} seconds", "FunctionTimeout", request_id)
         except (ConnectionError, http.client.HTTPException) as exc:
             self.discard(spec, worker)
             return self._error(f"the function instance exited: {exc}", "InstanceExited", request_id)
+        failed = next((v for k, v in answer_headers if k.lower() == "x-fc-status"), "") == "404" and status == 404
+        if failed and chunks is not None:
+            answer, chunks = b"".join(chunks), None
         tail_header = next((v for k, v in answer_headers if k.lower() == "x-fc-log-result"), "")
         tail = base64.b64decode(tail_header).decode("utf-8", "replace") if tail_header else ""
-        failed = next((v for k, v in answer_headers if k.lower() == "x-fc-status"), "") == "404" and status == 404
+        if isinstance(worker, CustomRuntimeWorker) and chunks is None:
+            tail = worker.log_tail(request_id)
         kept = [(k, v) for k, v in answer_headers
                 if k.lower() not in ("x-fc-status", "x-fc-log-result", "content-length", "date", "server",
                                      "connection", "transfer-encoding")]
-        return Outcome(200 if failed else status, kept, answer, failed, tail)
+        return Outcome(200 if failed else status, kept, answer, failed, tail, chunks)
+
+    def _initialize(self, spec: FunctionSpec, worker: CustomRuntimeWorker,
+                    context: Mapping[str, str]) -> Outcome | None:
+        """FC's ``POST /initialize``, once per instance before its first invocation; None when it succeeded."""
+        request_id = context["x-fc-request-id"]
+        with worker.init_lock:
+            if worker.initialized:
+                return None
+            headers = {**context, "x-fc-control-path": "/initialize", "Content-Type": "application/octet-stream"}
+            try:
+                status, _headers, answer = worker.request("POST", "/initialize", headers, b"",
+                                                          spec.initializer_timeout + 1.0)
+            except TimeoutError:
+                self.discard(spec, worker)
+                return self._error(f"Initializer timed out after {spec.initializer_timeout} seconds",
+                                   "InitializationTimeout", request_id)
+            except (ConnectionError, http.client.HTTPException) as exc:
+                self.discard(spec, worker)
+                return self._error(f"the function instance exited: {exc}", "InstanceExited", request_id)
+            worker.log_tail(request_id, wait_s=0.2)
+            if status != 200:
+                # FC keeps the instance and runs the initializer again before the next invocation.
+                try:
+                    error = json.loads(answer)
+                except ValueError:
+                    error = {"errorMessage": answer.decode("utf-8", "replace")}
+                message = str(error.get("errorMessage", "")) if isinstance(error, dict) else str(error)
+                return self._error(message, "InitializationError", request_id)
+            worker.initialized = True
+        return None
 
     def _error(self, message: str, error_type: str, request_id: str) -> Outcome:
         document = {"errorMessage": message, "errorType": error_type, "stackTrace": []}
@@ -282,6 +479,22 @@ def _json_error(error: ApiError, request_id: str) -> Response:
     body = json.dumps({"ErrorCode": error.code, "ErrorMessage": error.message})
     return Response(body, status=error.status, content_type="application/json",
                     headers={"x-fc-request-id": request_id})
+
+
+def _fc3_error(error: ApiError, request_id: str) -> Response:
+    # FC 3.0 (and the SDK reading it) spell errors {"Code", "Message", "RequestId"}.
+    body = json.dumps({"Code": error.code, "Message": error.message, "RequestId": request_id})
+    return Response(body, status=error.status, content_type="application/json",
+                    headers={"x-fc-request-id": request_id})
+
+
+def _raw_target(request: Request) -> tuple[str, str]:
+    """The path and query as the client sent them (percent-encoding kept: signatures cover it)."""
+    raw = str(request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "")
+    if not raw:
+        return quote(request.path), request.query_string.decode("latin-1")
+    path, _, query = raw.partition("?")
+    return path, query
 
 
 def verify_signature(request: Request, keys: Mapping[str, str], signed_path: str,
@@ -365,22 +578,98 @@ def create_api_app(fc: LocalFC) -> Callable[[dict[str, Any], Callable[..., Any]]
         headers["x-forwarded-host"] = request.host
         headers["x-forwarded-for"] = request.remote_addr or "127.0.0.1"
         target = path + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
-        outcome = fc.call(spec, "/http-invoke", request.method, target, headers, request.get_data(), request_id)
+        # A custom runtime's answer streams through as its server writes it (Server-Sent Events);
+        # the built-in runtime's handler returns the whole answer.
+        outcome = fc.call(spec, "/http-invoke", request.method, target, headers, request.get_data(), request_id,
+                          stream=spec.is_custom)
         if outcome.error:
             return Response(outcome.body, status=502, content_type="application/json",
                             headers={"x-fc-request-id": request_id, "x-fc-error-type": "UnhandledInvocationError"})
-        response = Response(outcome.body, status=outcome.status)
+        response = Response(outcome.chunks if outcome.chunks is not None else outcome.body, status=outcome.status,
+                            direct_passthrough=outcome.chunks is not None)
         response.headers.clear()
         for name, value in outcome.headers:
             response.headers.add(name, value)
         response.headers["x-fc-request-id"] = request_id
         return response
 
+    def fc3_api(request: Request, request_id: str) -> Response:
+        """``/2023-03-30/...``: signed ACS3-HMAC-SHA256; only InvokeFunction is served here."""
+        raw_path, raw_query = _raw_target(request)
+        headers: dict[str, list[str]] = {}
+        for name, value in request.headers.items():
+            headers.setdefault(name.lower(), []).append(value)
+        payload = request.get_data()
+        try:
+            acs3.verify(request.method, raw_path, raw_query, headers, payload, fc.keys, fc.nonces)
+        except acs3.SignatureError as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from None
+        parts = raw_path.split("/")  # split before decoding: a name may hold an encoded "/"
+        if not (len(parts) == 5 and parts[2] == "functions" and parts[4] == "invocations"):
+            raise ApiError(404, "PathNotSupported", f"'{request.method} {unquote(raw_path)}' is not supported "
+                                                    "(the local FC 3.0 API serves InvokeFunction)")
+        if request.method != "POST":
+            raise ApiError(405, "MethodNotAllowed", "InvokeFunction takes POST")
+        name = unquote(parts[3])
+        spec = fc.syaml.function(name)
+        if spec is None:
+            raise ApiError(404, "FunctionNotFound", f"function '{name}' does not exist.")
+        qualifier = request.args.get("qualifier") or "LATEST"
+        if qualifier != "LATEST":
+            if qualifier.isdigit():
+                raise ApiError(404, "VersionNotFound", f"version '{qualifier}' of function '{name}' does not exist "
+                                                       "(locally only LATEST)")
+            raise ApiError(404, "AliasNotFound", f"alias '{qualifier}' of function '{name}' does not exist "
+                                                 "(locally only LATEST)")
+        mode = request.headers.get("x-fc-invocation-type", "Sync")
+        if mode not in ("Sync", "Async"):
+            raise ApiError(400, "InvalidArgument", f"x-fc-invocation-type must be Sync or Async, got {mode!r}")
+        log_type = request.headers.get("x-fc-log-type", "None")
+        if log_type not in ("None", "Tail"):
+            raise ApiError(400, "InvalidArgument", f"x-fc-log-type must be None or Tail, got {log_type!r}")
+        if mode == "Async":
+            if len(payload) > ASYNC_BODY_LIMIT:
+                raise ApiError(400, "EntityTooLarge", f"payload size exceeds maximum allowed size "
+                                                      f"({ASYNC_BODY_LIMIT} bytes)")
+            task_id = request.headers.get("x-fc-async-task-id", "")
+            if task_id and task_id in fc.async_tasks:
+                raise ApiError(409, "AsyncTaskAlreadyExists", f"async task '{task_id}' already exists")
+            record = fc.run_async(spec, payload, request_id, qualifier)
+            answer = Response(b"", status=202, headers={"x-fc-request-id": request_id})
+            if task_id:
+                fc.async_tasks[task_id] = record
+                answer.headers["x-fc-async-task-id"] = task_id
+            return answer
+        if len(payload) > SYNC_BODY_LIMIT:
+            raise ApiError(400, "EntityTooLarge",
+                           f"payload size exceeds maximum allowed size ({SYNC_BODY_LIMIT} bytes)")
+        outcome = fc.call(spec, "/invoke", "POST", "/invoke", {"Content-Type": "application/octet-stream"},
+                          payload, request_id, qualifier=qualifier)
+        response = Response(outcome.body, status=200, content_type="application/octet-stream")
+        response.headers["x-fc-request-id"] = request_id
+        response.headers["x-fc-invocation-function-version"] = qualifier
+        if outcome.error:
+            response.headers["x-fc-error-type"] = "UnhandledInvocationError"
+            response.content_type = "application/json"
+        if log_type == "Tail":
+            tail = outcome.log_tail.encode("utf-8")[-LOG_TAIL_BYTES:]
+            response.headers["x-fc-log-result"] = base64.b64encode(tail).decode()
+        return response
+
     @Request.application
     def app(request: Request) -> Response:
         request_id = request.headers.get("x-fc-request-id") or str(uuid.uuid4())
         parts = request.path.split("/")
+        if parts[1:2] == [FC3_API_VERSION]:
+            try:
+                return fc3_api(request, request_id)
+            except ApiError as error:
+                return _fc3_error(error, request_id)
         try:
+            if len(parts) > 1 and _API_VERSION_SEGMENT.match(parts[1]) and parts[1] != API_VERSION:
+                # An FC API call of a version not served here: an error, never a request to a function.
+                raise ApiError(404, "PathNotSupported", f"API version {parts[1]} is not served here "
+                                                        f"({FC3_API_VERSION} and {API_VERSION} are)")
             if parts[1:2] == [API_VERSION]:
                 if (len(parts) == 7 and parts[2] == "services" and parts[4] == "functions"
                         and parts[6] == "invocations"):
@@ -389,8 +678,6 @@ def create_api_app(fc: LocalFC) -> Callable[[dict[str, Any], Callable[..., Any]]
                     return invocation(request, request_id, parts[3], parts[5])
                 if len(parts) >= 5 and parts[2] == "proxy":
                     spec, _ = lookup(parts[3], parts[4])
-                    from urllib.parse import unquote
-
                     rest = "/" + "/".join(parts[5:])
                     return http_trigger(request, request_id, spec, rest, unquote(request.path))
                 raise ApiError(404, "PathNotSupported", f"{request.method} {request.path} is not an FC API path here")

@@ -1,11 +1,16 @@
-"""The dispatch engine: Kafka records -> HTTP sink, as Knative's KafkaSource delivers them.
+"""The dispatch engine: Kafka records -> HTTP sink, as eventing-kafka-broker's KafkaSource delivers them.
 
 - ``ordered``: one worker per partition, one request in flight; a retry blocks the partition.
 - ``unordered``: a pool of ``max_in_flight`` workers shares the records.
 - Retries only on 5xx, 404, 408, 409, 429 and transport errors, with the manifest's backoff;
-  other statuses and exhausted retries go to the dead-letter sink (URL or DLQ topic) with the
-  reason attached. Dead-letter delivery itself is retried until it succeeds: a record is
-  either delivered or dead-lettered before its offset can be committed.
+  other statuses and exhausted retries go to the dead-letter sink (URL or DLQ topic) with EKB's
+  extensions: ``knativeerrordest``; ``knativeerrorcode``, ``knativeerrordata`` (the reply, base64,
+  at most 1024 bytes) and the reply's ``kne-*`` headers when there was a reply.
+- The dead-letter sink gets the same retry policy. When it still fails, or there is none, the
+  record is dropped as EKB drops it: logged, counted (``Stats.dropped``) and committed.
+- No record can stall a partition: a record that cannot be made into an event or encoded as a
+  request (EKB would discard it) is dead-lettered at once as ``mapping.fallback_event`` with
+  the reason in ``knativeerrordata``; an unexpected failure while delivering does the same.
 - Offsets are committed only up to the lowest record not yet finished, so a crash
   redelivers (the processor is idempotent) and never skips.
 - Optional batches (``application/cloudevents-batch+json``) trade KafkaSource compatibility
@@ -19,6 +24,7 @@ import http.client
 import json
 import logging
 import queue
+import re
 import threading
 import time
 import urllib.parse
@@ -28,7 +34,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from functions.adapters.tracing import Tracing, context_from
 from local.kafkasource.manifest import KafkaSourceSpec
-from local.kafkasource.mapping import BATCH_CONTENT_TYPE, HttpEvent, Record, batch_body, to_http
+from local.kafkasource.mapping import (
+    BATCH_CONTENT_TYPE,
+    OFFSET_EXTENSION,
+    PARTITION_EXTENSION,
+    Event,
+    Record,
+    SourceContext,
+    batch_body,
+    binary_request,
+    fallback_event,
+    to_event,
+    to_structured,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -37,7 +55,9 @@ log = logging.getLogger("barrage.dispatcher")
 
 RETRYABLE_STATUSES = frozenset({404, 408, 409, 429})
 MAX_ERROR_DATA = 1024
+ERROR_HEADER_PREFIX = "kne-"  # reply headers EKB copies onto the dead letter, prefix stripped
 Partition = tuple[str, int]
+_EXTENSION_NAME = re.compile(r"[a-z0-9]+")
 
 
 def is_retryable(status: int | None) -> bool:
@@ -55,7 +75,7 @@ class DispatchOptions:
     batch_linger_s: float = 0.005
     max_in_flight: int = 50  # unordered: KafkaSource's max.poll.records
     max_pending_per_partition: int = 2000
-    key_type: str = "string"
+    key_type: str | None = None  # None: the manifest's key-type label
     commit_interval_s: float = 0.2
     poll_batch: int = 500
 
@@ -72,6 +92,15 @@ class DeadLetterProducer(Protocol):
     def send(self, topic: str, record: Record, error_headers: dict[str, str]) -> None: ...
 
 
+@dataclass(frozen=True)
+class Reply:
+    """An HTTP response from a sink."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
 class SinkClient:
     """HTTP/1.1 keep-alive connections, one per worker thread and origin."""
 
@@ -79,7 +108,7 @@ class SinkClient:
         self.timeout_s = timeout_s
         self._local = threading.local()
 
-    def post(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    def post(self, url: str, headers: dict[str, str], body: bytes) -> Reply:
         parsed = urllib.parse.urlsplit(url)
         origin = (parsed.scheme, parsed.hostname or "127.0.0.1", parsed.port)
         connections: dict[Any, http.client.HTTPConnection] = self._local.__dict__.setdefault("connections", {})
@@ -97,7 +126,7 @@ class SinkClient:
                 if response.getheader("connection", "").lower() == "close":
                     connection.close()
                     connections.pop(origin, None)
-                return response.status, data
+                return Reply(response.status, tuple(response.getheaders()), data)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 # A kept-alive connection the server closed meanwhile: one fresh try.
                 connection.close()
@@ -156,6 +185,8 @@ class Stats:
     delivered: int = 0
     retries: int = 0
     dead_lettered: int = 0
+    dropped: int = 0  # neither delivered nor dead-lettered (no sink, or it kept failing): committed
+    unmappable: int = 0  # records no event could be made of or encoded (then dead-lettered or dropped)
     requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -182,6 +213,7 @@ class Dispatcher:
         self.options = options
         self.stats = Stats()
         self._client = SinkClient(spec.delivery.timeout_s)
+        self._context: SourceContext = spec.context(options.key_type)
         self._dead_letter_producer = dead_letter_producer
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -347,38 +379,68 @@ class Dispatcher:
                 for partition in partitions:
                     self._busy[partition] = self._busy.get(partition, 0) + 1
             try:
-                if self._deliver(live):
+                if self._finish_each(live):
                     for record in live:
                         tracker = self._trackers.get((record.topic, record.partition))
                         if tracker is not None:
                             tracker.finish(record.offset)
-            except Exception:
-                log.exception("dispatch failed; records stay uncommitted")
             finally:
                 with self._lock:
                     for partition in partitions:
                         if partition in self._busy:
                             self._busy[partition] -= 1
 
+    def _finish_each(self, records: Sequence[Record]) -> bool:
+        """Deliver, dead-letter or drop every record; False only when abandoned (stop or revoke).
+
+        A failure of our own must not hold the partition: the records then go to the dead letter
+        with the reason, and if even that breaks they are dropped (logged, counted).
+        """
+        try:
+            return self._deliver(records)
+        except Exception as exc:
+            log.exception("dispatch of %d record(s) failed; dead-lettering them", len(records))
+            reason = f"dispatcher failed to deliver the record: {type(exc).__name__}: {exc}"
+        try:
+            return all([self._dead_letter_failure(record, reason) for record in records])
+        except Exception:
+            log.exception("dead-lettering failed; dropping %d record(s): %s", len(records), reason)
+            self.stats.add(dropped=len(records))
+            return True
+
     def _abandoned(self, records: Sequence[Record]) -> bool:
         return self._stopping.is_set() or any((r.topic, r.partition) in self._revoked for r in records)
 
+    def _prepare(self, record: Record) -> _Prepared:
+        """The record's event and request, or why there is none (any exception counts)."""
+        try:
+            event = to_event(record, self._context)
+            if self.options.batch_size > 1:
+                return _Prepared(record, event, member=to_structured(event))
+            headers, body = binary_request(event)
+            return _Prepared(record, event, headers=headers, body=body)
+        except Exception as exc:
+            return _Prepared(record, fallback_event(record, self._context), failure=f"{exc}")
+
     def _deliver(self, records: Sequence[Record]) -> bool:
         """Deliver or dead-letter every record; False when abandoned (stop or revoke)."""
-        events = [
-            to_http(r, self.spec.source_attribute(r.topic), self.options.key_type, self.spec.ce_extensions)
-            for r in records
-        ]
+        prepared = [self._prepare(r) for r in records]
+        finished = True
+        for unmappable in (p for p in prepared if p.failure is not None):
+            self.stats.add(unmappable=1)
+            log.warning("cannot map %s/%s@%s: %s", unmappable.record.topic, unmappable.record.partition,
+                        unmappable.record.offset, unmappable.failure)
+            finished = self._dead_letter(unmappable, None, unmappable.failure or "") and finished
+        sendable = [p for p in prepared if p.failure is None]
+        if not sendable:
+            return finished
         if self.tracing is None or not self.tracing.enabled:
-            return self._deliver_events(records, events)
+            return self._deliver_events(sendable) and finished
         # One delivery span per record, each in the record's own trace (its traceparent).
-        spans = [self._delivery_span(record, event) for record, event in zip(records, events, strict=True)]
-        traced = [
-            replace(event, headers={**event.headers, **_w3c(span, self.options.batch_size > 1)})
-            for event, span in zip(events, spans, strict=True)
-        ]
+        spans = [self._delivery_span(p.record, p.event) for p in sendable]
+        traced = [p.traced(_w3c(span)) for p, span in zip(sendable, spans, strict=True)]
         try:
-            delivered = self._deliver_events(records, traced)
+            delivered = self._deliver_events(traced)
         except BaseException as exc:
             for span in spans:
                 span.record_exception(exc)
@@ -387,13 +449,13 @@ class Dispatcher:
         for span in spans:
             span.set_attribute("knative.delivered", delivered)
             span.end()
-        return delivered
+        return delivered and finished
 
-    def _delivery_span(self, record: Record, event: HttpEvent) -> Span:
+    def _delivery_span(self, record: Record, event: Event) -> Span:
         from opentelemetry import trace
 
         assert self.tracing is not None
-        parent = context_from(event.headers.get("ce-traceparent") or event.headers.get("ce-kafkaheadertraceparent"))
+        parent = context_from(event.attributes.get("traceparent") or event.attributes.get("kafkaheadertraceparent"))
         return self.tracing.tracer.start_span(
             f"deliver {record.topic}",
             context=parent,
@@ -406,98 +468,181 @@ class Dispatcher:
             },
         )
 
-    def _deliver_events(self, records: Sequence[Record], events: Sequence[HttpEvent]) -> bool:
+    def _deliver_events(self, prepared: Sequence[_Prepared]) -> bool:
         batch = self.options.batch_size > 1
         if batch:
-            headers, body = {"content-type": BATCH_CONTENT_TYPE}, batch_body(events)
+            headers = {"content-type": BATCH_CONTENT_TYPE}
+            body = batch_body([p.member or {} for p in prepared])
         else:
-            headers, body = events[0].headers, events[0].body
+            headers, body = prepared[0].headers, prepared[0].body
+        reply, error = self._send(self.options.sink_url, headers, body, prepared)
+        if reply is None and error is None:
+            return False  # abandoned while retrying
+        if reply is not None and 200 <= reply.status < 300:
+            self.stats.add(delivered=len(prepared))
+            return self._dead_letter_rejected(prepared, reply.body) if batch else True
+        reason = error or (_reason(reply.body) if reply is not None else "") or f"HTTP {reply.status if reply else '?'}"
+        return all([self._dead_letter(p, reply, reason) for p in prepared])
+
+    def _send(
+        self, url: str, headers: dict[str, str], body: bytes, prepared: Sequence[_Prepared]
+    ) -> tuple[Reply | None, str | None]:
+        """POST with the delivery's retry policy: the last reply, or the transport error.
+
+        ``(None, None)`` when abandoned (stop or revoke) during a backoff.
+        """
         attempt = 0
         while True:
-            status, reply, error = self._post(self.options.sink_url, headers, body)
-            if status is not None and 200 <= status < 300:
-                self.stats.add(delivered=len(records))
-                if batch:
-                    return self._dead_letter_rejected(records, events, reply)
-                return True
-            if is_retryable(status) and attempt < self.spec.delivery.retry:
-                attempt += 1
-                self.stats.add(retries=1)
-                if self._sleep(self.spec.delivery.backoff(attempt)) or self._abandoned(records):
-                    return False
-                continue
-            reason = error or _reason(reply) or f"HTTP {status}"
-            return all(
-                self._dead_letter(record, event, status, reason, reply)
-                for record, event in zip(records, events, strict=True)
-            )
+            reply, error = self._post(url, headers, body)
+            if reply is not None and 200 <= reply.status < 300:
+                return reply, None
+            if not is_retryable(reply.status if reply is not None else None) or attempt >= self.spec.delivery.retry:
+                return reply, error
+            attempt += 1
+            self.stats.add(retries=1)
+            if self._sleep(self.spec.delivery.backoff(attempt)) or self._abandoned([p.record for p in prepared]):
+                return None, None
 
-    def _post(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int | None, bytes, str | None]:
+    def _post(self, url: str, headers: dict[str, str], body: bytes) -> tuple[Reply | None, str | None]:
         self.stats.add(requests=1)
         try:
-            status, reply = self._client.post(url, headers, body)
-            return status, reply, None
+            return self._client.post(url, headers, body), None
         except (OSError, http.client.HTTPException) as exc:
-            return None, b"", f"{type(exc).__name__}: {exc}"
+            return None, f"{type(exc).__name__}: {exc}"
 
-    def _dead_letter_rejected(self, records: Sequence[Record], events: Sequence[HttpEvent], reply: bytes) -> bool:
+    def _dead_letter_rejected(self, prepared: Sequence[_Prepared], reply: bytes) -> bool:
         """After a batch: dead-letter the members the processor rejected for good."""
         try:
             results = json.loads(reply).get("results", [])
         except (ValueError, AttributeError):
             return True
-        ok = True
-        for record, event, result in zip(records, events, results, strict=False):
+        finished = True
+        for member, result in zip(prepared, results, strict=False):
             if isinstance(result, dict) and result.get("status") == "reject":
-                ok = self._dead_letter(record, event, 400, str(result.get("reason", "rejected")), b"") and ok
-        return ok
+                # The member's own verdict stands in for the reply it would have had alone.
+                verdict = Reply(400, (), json.dumps(result, separators=(",", ":")).encode())
+                finished = self._dead_letter(member, verdict, str(result.get("reason", "rejected"))) and finished
+        return finished
 
-    def _dead_letter(self, record: Record, event: HttpEvent, status: int | None, reason: str, reply: bytes) -> bool:
-        """Hand one record to the dead-letter sink, retrying until it takes it (or we stop)."""
-        error_headers = {
-            "knativeerrorcode": str(status if status is not None else 0),
-            "knativeerrordest": self.options.sink_url,
-            "knativeerrorreason": reason[:MAX_ERROR_DATA],
-        }
-        if reply:
-            error_headers["knativeerrordata"] = base64.b64encode(reply[:MAX_ERROR_DATA]).decode()
+    def _dead_letter_failure(self, record: Record, reason: str) -> bool:
+        self.stats.add(unmappable=1)
+        return self._dead_letter(_Prepared(record, fallback_event(record, self._context), failure=reason), None,
+                                 reason)
+
+    def _dead_letter(self, prepared: _Prepared, reply: Reply | None, reason: str) -> bool:
+        """Hand one record to the dead-letter sink with the delivery's retry policy, else drop it.
+
+        True when the record is finished (dead-lettered or dropped); False when abandoned.
+        """
+        extensions = dead_letter_extensions(self.options.sink_url, reply, prepared.failure)
+        record, event = prepared.record, prepared.event
+        name = f"{event.event_id} ({record.topic}/{record.partition}@{record.offset})"
+        if self.options.dead_letter_topic and self._dead_letter_producer is not None:
+            delivered, why = self._dead_letter_to_topic(record, extensions)
+        elif self.options.dead_letter_url:
+            delivered, why = self._dead_letter_to_url(prepared, extensions)
+        else:
+            delivered, why = False, "no dead-letter sink"
+        if delivered is None:
+            return False
+        if delivered:
+            self.stats.add(dead_lettered=1)
+            log.warning("dead-lettered %s: %s", name, reason)
+        else:
+            self.stats.add(dropped=1)
+            log.error("dropped %s: %s; dead letter failed: %s", name, reason, why)
+        return True
+
+    def _dead_letter_to_url(self, prepared: _Prepared, extensions: dict[str, str]) -> tuple[bool | None, str]:
+        url = self.options.dead_letter_url
+        assert url is not None
+        try:
+            headers, body = binary_request(prepared.event.with_extensions(extensions))
+        except Exception as exc:  # the event itself cannot travel: its coordinates and value can
+            headers, body = binary_request(fallback_event(prepared.record, self._context).with_extensions(
+                {**extensions, "knativeerrordata": _error_data(str(exc).encode())}))
+        headers.update(prepared.extra_headers)
+        reply, error = self._send(url, headers, body, [prepared])
+        if reply is None and error is None:
+            return None, "abandoned"
+        if reply is not None and 200 <= reply.status < 300:
+            return True, ""
+        return False, error or f"dead-letter sink answered HTTP {reply.status if reply else '?'}"
+
+    def _dead_letter_to_topic(self, record: Record, extensions: dict[str, str]) -> tuple[bool | None, str]:
+        assert self.options.dead_letter_topic is not None and self._dead_letter_producer is not None
+        extensions = {PARTITION_EXTENSION: str(record.partition), OFFSET_EXTENSION: str(record.offset), **extensions}
         attempt = 0
         while True:
             try:
-                if self.options.dead_letter_topic and self._dead_letter_producer is not None:
-                    self._dead_letter_producer.send(self.options.dead_letter_topic, record, error_headers)
-                elif self.options.dead_letter_url:
-                    headers = {**event.headers, **{f"ce-{k}": v for k, v in error_headers.items()}}
-                    dls_status, _, error = self._post(self.options.dead_letter_url, headers, event.body)
-                    if dls_status is None or not 200 <= dls_status < 300:
-                        raise OSError(error or f"dead-letter sink answered HTTP {dls_status}")
-                else:
-                    log.error("dropping %s (no dead-letter sink): %s", event.event_id, reason)
-                    return True
-                self.stats.add(dead_lettered=1)
-                log.warning("dead-lettered %s: %s", event.event_id, reason)
-                return True
+                self._dead_letter_producer.send(self.options.dead_letter_topic, record, extensions)
+                return True, ""
             except Exception as exc:
+                if attempt >= self.spec.delivery.retry:
+                    return False, f"{type(exc).__name__}: {exc}"
                 attempt += 1
-                log.warning("dead-letter delivery of %s failed (%s); retrying", event.event_id, exc)
-                if self._sleep(min(self.spec.delivery.backoff(attempt), 30.0)) or self._abandoned([record]):
-                    return False
+                log.warning("dead-letter topic refused %s/%s@%s (%s); retrying", record.topic, record.partition,
+                            record.offset, exc)
+                if self._sleep(self.spec.delivery.backoff(attempt)) or self._abandoned([record]):
+                    return None, "abandoned"
 
 
-def _w3c(span: Span, batch: bool) -> dict[str, str]:
-    """The span as a ``traceparent`` HTTP header; for a batch member, as its extension."""
+@dataclass(frozen=True)
+class _Prepared:
+    """One record on its way: its event, and the request (binary) or member (batch) made of it.
+
+    ``failure`` set: the record's own event could not be made or encoded; ``event`` is then
+    ``fallback_event`` and only the dead letter is sent.
+    """
+
+    record: Record
+    event: Event
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    member: dict[str, object] | None = None
+    failure: str | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)  # HTTP-only (traceparent of the hop)
+
+    def traced(self, hop: str | None) -> _Prepared:
+        if hop is None:
+            return self
+        if self.member is not None:  # a batch: each member carries its own hop
+            return replace(self, member={**self.member, "traceparent": hop})
+        # Binary mode: the event is forwarded as is; the hop travels in the HTTP header.
+        return replace(self, headers={**self.headers, "traceparent": hop}, extra_headers={"traceparent": hop})
+
+
+def _error_data(data: bytes) -> str:
+    return base64.b64encode(data[:MAX_ERROR_DATA]).decode("ascii")
+
+
+def dead_letter_extensions(destination: str, reply: Reply | None, failure: str | None) -> dict[str, str]:
+    """EKB's dead-letter extensions; a local failure (no request made) puts its reason in the data."""
+    extensions = {}
+    if reply is not None:
+        for name, value in reply.headers:
+            if name.lower().startswith(ERROR_HEADER_PREFIX):
+                extension = name[len(ERROR_HEADER_PREFIX):].lower()
+                if _EXTENSION_NAME.fullmatch(extension):
+                    extensions[extension] = value
+        extensions["knativeerrorcode"] = str(reply.status)
+        if reply.body:
+            extensions["knativeerrordata"] = _error_data(reply.body)
+    elif failure is not None:
+        extensions["knativeerrordata"] = _error_data(failure.encode("utf-8"))
+    extensions["knativeerrordest"] = destination
+    return extensions
+
+
+def _w3c(span: Span) -> str | None:
+    """The span as a W3C ``traceparent`` value."""
     from opentelemetry import trace
 
     context = span.get_span_context()
     if not context.is_valid:
-        return {}
+        return None
     trace_id, span_id = trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
-    value = f"00-{trace_id}-{span_id}-{context.trace_flags:02x}"
-    if not batch:
-        # Binary mode: the event is forwarded as is; the hop travels in the HTTP header.
-        return {"traceparent": value}
-    # A batch has one HTTP request for many traces: each member carries its own hop.
-    return {"ce-traceparent": value}
+    return f"00-{trace_id}-{span_id}-{context.trace_flags:02x}"
 
 
 def _reason(reply: bytes) -> str:

@@ -1,4 +1,10 @@
-"""The KafkaSource manifest: the settings the dispatcher takes from ``knative/kafkasource.yaml``."""
+"""The KafkaSource manifest: the settings the dispatcher takes from ``knative/kafkasource.yaml``.
+
+``delivery`` is read as eventing-kafka-broker's control plane reads it: with no ``delivery``
+(or one naming none of ``deadLetterSink``, ``retry``, ``timeout``) the data plane's defaults
+apply: 10 retries, exponential from PT0.3S, PT600S. Otherwise each field stands alone: no
+``retry`` means no retries, no ``backoffPolicy`` exponential, no ``backoffDelay`` PT0.3S.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,9 @@ from typing import Any
 
 import yaml
 
+from local.kafkasource.mapping import KEY_TYPE_LABEL, KEY_TYPES, SourceContext
+
+API_VERSIONS = ("sources.knative.dev/v1", "sources.knative.dev/v1beta1")  # v1 from knative-v1.16
 ORDERINGS = ("ordered", "unordered")
 OFFSETS = ("earliest", "latest")
 BACKOFF_POLICIES = ("exponential", "linear")
@@ -52,6 +61,8 @@ class Destination:
 
 @dataclass(frozen=True)
 class Delivery:
+    """Retries and dead-letter sink; the defaults are the data plane's, for an absent ``delivery``."""
+
     retry: int = 10
     backoff_policy: str = "exponential"
     backoff_delay_s: float = 0.3
@@ -80,9 +91,17 @@ class KafkaSourceSpec:
     sasl_enabled: bool = False
     tls_enabled: bool = False
     ce_extensions: Mapping[str, str] = field(default_factory=dict)
+    key_type: str = "string"  # the kafkasources.sources.knative.dev/key-type label
+    api_version: str = "sources.knative.dev/v1"
 
     def source_attribute(self, topic: str) -> str:
-        return f"/apis/v1/namespaces/{self.namespace}/kafkasources/{self.name}#{topic}"
+        return self.context().source(topic)
+
+    def context(self, key_type: str | None = None) -> SourceContext:
+        """What the mapping needs; ``key_type`` overrides the label."""
+        # EKB writes /apis/v1/ whichever version the KafkaSource was created with.
+        return SourceContext(f"/apis/v1/namespaces/{self.namespace}/kafkasources/{self.name}",
+                             key_type or self.key_type, dict(self.ce_extensions))
 
     def with_bootstrap(self, servers: tuple[str, ...]) -> KafkaSourceSpec:
         return replace(self, bootstrap_servers=servers)
@@ -104,10 +123,38 @@ def _destination(raw: Any, field_name: str) -> Destination:
     )
 
 
+def _delivery(raw: Any) -> Delivery:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ManifestError("spec.delivery: must be an object")
+    policy = raw.get("backoffPolicy", "exponential")
+    if policy not in BACKOFF_POLICIES:
+        raise ManifestError(f"spec.delivery.backoffPolicy: must be one of {', '.join(BACKOFF_POLICIES)}")
+    retry = raw.get("retry", 0)
+    if not isinstance(retry, int) or isinstance(retry, bool) or retry < 0:
+        raise ManifestError("spec.delivery.retry: must be a non-negative integer")
+    backoff_delay = parse_duration(raw.get("backoffDelay", "PT0.3S"), "spec.delivery.backoffDelay")
+    timeout = parse_duration(raw.get("timeout", "PT600S"), "spec.delivery.timeout")
+    dead_letter = (_destination(raw["deadLetterSink"], "spec.delivery.deadLetterSink")
+                   if raw.get("deadLetterSink") is not None else None)
+    if not any(raw.get(name) is not None for name in ("deadLetterSink", "retry", "timeout")):
+        return Delivery()  # EKB sees no egress config: the data plane's defaults, policy and delay included
+    return Delivery(retry=retry, backoff_policy=policy, backoff_delay_s=backoff_delay, timeout_s=timeout,
+                    dead_letter=dead_letter)
+
+
 def parse_manifest(document: Mapping[str, Any]) -> KafkaSourceSpec:
     if document.get("kind") != "KafkaSource":
         raise ManifestError(f"kind: expected KafkaSource, got {document.get('kind')!r}")
+    api_version = document.get("apiVersion")
+    if api_version not in API_VERSIONS:
+        raise ManifestError(f"apiVersion: expected one of {', '.join(API_VERSIONS)}, got {api_version!r}")
     metadata = document.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    key_type = labels.get(KEY_TYPE_LABEL, "string") if isinstance(labels, dict) else "string"
+    if key_type not in KEY_TYPES:
+        raise ManifestError(f"metadata.labels.{KEY_TYPE_LABEL}: must be one of {', '.join(KEY_TYPES)}")
     spec = document.get("spec")
     if not isinstance(spec, dict):
         raise ManifestError("spec: missing")
@@ -128,22 +175,7 @@ def parse_manifest(document: Mapping[str, Any]) -> KafkaSourceSpec:
         raise ManifestError("spec.consumers: must be a positive integer")
     if "sink" not in spec:
         raise ManifestError("spec.sink: missing")
-    raw_delivery = spec.get("delivery") or {}
-    policy = raw_delivery.get("backoffPolicy", "exponential")
-    if policy not in BACKOFF_POLICIES:
-        raise ManifestError(f"spec.delivery.backoffPolicy: must be one of {', '.join(BACKOFF_POLICIES)}")
-    retry = raw_delivery.get("retry", 10)
-    if not isinstance(retry, int) or isinstance(retry, bool) or retry < 0:
-        raise ManifestError("spec.delivery.retry: must be a non-negative integer")
-    delivery = Delivery(
-        retry=retry,
-        backoff_policy=policy,
-        backoff_delay_s=parse_duration(raw_delivery.get("backoffDelay", "PT0.3S"), "spec.delivery.backoffDelay"),
-        timeout_s=parse_duration(raw_delivery.get("timeout", "PT600S"), "spec.delivery.timeout"),
-        dead_letter=_destination(raw_delivery["deadLetterSink"], "spec.delivery.deadLetterSink")
-        if raw_delivery.get("deadLetterSink")
-        else None,
-    )
+    delivery = _delivery(spec.get("delivery"))
     net = spec.get("net") or {}
     name = str(metadata.get("name") or "")
     if not name:
@@ -162,6 +194,8 @@ def parse_manifest(document: Mapping[str, Any]) -> KafkaSourceSpec:
         sasl_enabled=bool((net.get("sasl") or {}).get("enable", False)),
         tls_enabled=bool((net.get("tls") or {}).get("enable", False)),
         ce_extensions={str(k): str(v) for k, v in ((spec.get("ceOverrides") or {}).get("extensions") or {}).items()},
+        key_type=key_type,
+        api_version=str(api_version),
     )
 
 

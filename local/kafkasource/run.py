@@ -23,20 +23,25 @@ DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "knative" / "kafkasourc
 
 
 class KafkaDeadLetterProducer:
-    """Writes dead letters to a DLQ topic: the original record plus the failure headers."""
+    """Writes dead letters to a DLQ topic: the original record plus the dead-letter extensions.
+
+    The extensions are those a dead-letter sink URL gets (``knativeerrordest``, ``knativeerrorcode``,
+    ``knativeerrordata``, ``kne-*``), plus ``knativekafkapartition``/``knativekafkaoffset``: where
+    the record was, since its copy lives elsewhere.
+    """
 
     def __init__(self, settings: Any, timeout_s: float = 10.0) -> None:
         from confluent_kafka import Producer
 
-        from functions.adapters.kafka import producer_config
+        from functions.kafka import producer_config
 
         self._producer = Producer(producer_config(settings))
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
 
     def send(self, topic: str, record: Record, error_headers: dict[str, str]) -> None:
-        # A CloudEvent record stays one: the failure travels as ce_ extension headers.
-        prefix = "ce_" if any(name.lower() == "ce_specversion" for name in record.headers) else ""
+        # A binary CloudEvent record stays one: the failure travels as ce_ extension headers.
+        prefix = "ce_" if "ce_specversion" in record.headers else ""
         headers: list[tuple[str, str | bytes | None]] = [
             *record.headers.items(), *((prefix + k, v.encode()) for k, v in error_headers.items())
         ]
@@ -55,7 +60,7 @@ class KafkaDeadLetterProducer:
 
 
 def kafka_consumer_factory(spec: KafkaSourceSpec, settings: Any) -> Callable[..., Consumer]:
-    from functions.adapters.kafka import KafkaRecordConsumer
+    from local.kafka_consumer import KafkaRecordConsumer
 
     def factory(on_assign: Callable[..., None], on_revoke: Callable[..., None]) -> Consumer:
         consumer: Consumer = KafkaRecordConsumer(
@@ -101,16 +106,17 @@ def run_dispatchers(
               help="Unordered: requests in flight at once.")
 @click.option("--ordering", type=click.Choice(["ordered", "unordered"]), help="Override the manifest's ordering.")
 @click.option("--initial-offset", type=click.Choice(["earliest", "latest"]), help="Override initialOffset.")
-@click.option("--key-type", type=click.Choice(KEY_TYPES), default="string", show_default=True)
+@click.option("--key-type", type=click.Choice(KEY_TYPES), default=None,
+              help="Override the manifest's kafkasources.sources.knative.dev/key-type label (default string).")
 def dispatch(
     manifest: Path, sink_url: str | None, services: tuple[str, ...], bootstrap: str | None,
     dead_letter_url: str | None, dlq: bool, batch_size: int, batch_linger_ms: float, max_in_flight: int,
-    ordering: str | None, initial_offset: str | None, key_type: str,
+    ordering: str | None, initial_offset: str | None, key_type: str | None,
 ) -> None:
     """Deliver Kafka records to the processor as Knative's KafkaSource does."""
     from dataclasses import replace
 
-    from functions.adapters.kafka import KafkaSettings
+    from functions.kafka import KafkaSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

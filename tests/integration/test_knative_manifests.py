@@ -1,37 +1,45 @@
-"""knative/: every manifest valid against its CRD schema, plus what the schemas leave open."""
+"""knative/: every manifest valid against its CRD schema, plus what the schemas leave open;
+and what ``kubectl kustomize knative/`` makes of the directory, checked the same way."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from local.kafkasource.manifest import load_manifest
+from functions.declaration import DEPLOYMENT, KafkaSourceApiVersion, KafkaTrigger
+from local.kafkasource.manifest import load_manifest, parse_manifest
+from local.render import render_knative
+from tests.schemas import schemas_dir
 
 jsonschema: Any = pytest.importorskip("jsonschema")  # a dev dependency without type stubs
 
 REPO = Path(__file__).resolve().parents[2]
 KNATIVE = REPO / "knative"
-SCHEMAS = REPO.parent / "shared" / "schemas"
-CRDS = {("serving.knative.dev/v1", "Service"): "knative-serving-service.crd.yaml",
-        ("sources.knative.dev/v1", "KafkaSource"): "knative-kafkasource.crd.yaml"}
+CRDS = {"Service": "knative-serving-service.crd.yaml", "KafkaSource": "knative-kafkasource.crd.yaml"}
 SECRET_NAME = re.compile(r"KEY|SECRET|PWD|PASSWORD|TOKEN", re.IGNORECASE)
 # Kubernetes' ObjectMeta: the CRD schemas only say "type: object" for the top-level metadata.
 OBJECT_META = {"name", "namespace", "labels", "annotations"}
 
 
 def crd_schema(api_version: str, kind: str) -> dict[str, Any]:
-    path = SCHEMAS / CRDS[(api_version, kind)]
+    """The schema the CRD serves for ``api_version``; the test fails when it serves no such version."""
+    path = schemas_dir() / CRDS[kind]
     if not path.is_file():
         pytest.fail(f"{path} is missing: the schemas live in ../shared/schemas beside the repository")
     crd = yaml.safe_load(path.read_text(encoding="utf-8"))
-    version = api_version.split("/")[1]
-    schema: dict[str, Any] = next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"][
-        "openAPIV3Schema"]
+    group, _, version = api_version.partition("/")
+    assert crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind, f"{path} is not {kind}.{group}"
+    served = {v["name"]: v for v in crd["spec"]["versions"] if v.get("served")}
+    assert version in served, f"{kind} {api_version}: the CRD serves only {', '.join(sorted(served))}"
+    schema: dict[str, Any] = served[version]["schema"]["openAPIV3Schema"]
     return schema
 
 
@@ -185,3 +193,72 @@ def test_homepage_runs_on_the_fc_workload_class() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["WORKLOAD_CLASS"]["value"] == "fc" and env["ROLE"]["value"] == "homepage"
     assert container["ports"] == [{"name": "http1", "containerPort": 9000}]  # FC's CAPort default
+
+
+def check_document(document: dict[str, Any], where: str) -> None:
+    schema = crd_schema(document["apiVersion"], document["kind"])
+    jsonschema.validate(document, schema)
+    assert unknown_fields(document, schema) == [], where
+    assert set(document["metadata"]) <= OBJECT_META, f"{where}: unexpected metadata fields"
+
+
+def rendered_with_source_version(version: KafkaSourceApiVersion) -> dict[str, str]:
+    processor = next(f for f in DEPLOYMENT.functions if isinstance(f.trigger, KafkaTrigger))
+    assert isinstance(processor.trigger, KafkaTrigger)
+    declared = replace(processor, trigger=replace(processor.trigger, knative_api_version=version))
+    functions = tuple(declared if f is processor else f for f in DEPLOYMENT.functions)
+    return render_knative(replace(DEPLOYMENT, functions=functions))
+
+
+@pytest.mark.parametrize("version", ["sources.knative.dev/v1", "sources.knative.dev/v1beta1"])
+def test_kafkasource_valid_in_the_version_the_declaration_picks(version: KafkaSourceApiVersion) -> None:
+    (source,) = [d for d in yaml.safe_load_all(rendered_with_source_version(version)["kafkasource.yaml"])]
+    assert source["apiVersion"] == version
+    check_document(source, f"KafkaSource {version}")
+    assert parse_manifest(source).api_version == version  # `barrage dispatch` reads either
+
+
+def test_the_crd_does_not_serve_an_unknown_version() -> None:
+    with pytest.raises(AssertionError, match="serves only v1, v1beta1"):
+        crd_schema("sources.knative.dev/v1alpha1", "KafkaSource")
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize DIRECTORY``: the documents ``kubectl apply -k`` would send."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl is not installed: ./dev test installs it (Debian package kubernetes-client)")
+    result = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, f"kubectl kustomize {directory} failed: {result.stderr.strip()}"
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def test_kubectl_kustomize_builds_valid_documents() -> None:
+    built = kustomize(KNATIVE)
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in built) == [
+        ("KafkaSource", "barrage-source"), ("Service", "barrage-dead-letter"), ("Service", "barrage-homepage"),
+        ("Service", "barrage-process")]
+    for document in built:
+        check_document(document, f"{document['kind']} {document['metadata']['name']}")
+        assert document["metadata"]["namespace"] == DEPLOYMENT.namespace
+    images = {d["metadata"]["name"]: containers(d)[0]["image"] for d in built if d["kind"] == "Service"}
+    assert images["barrage-process"] == images["barrage-homepage"] == f"{DEPLOYMENT.image}:{DEPLOYMENT.image_tag}"
+    assert images["barrage-dead-letter"] == f"{DEPLOYMENT.dead_letter_image}:latest"
+    processor = next(d for d in built if d["metadata"]["name"] == "barrage-process")
+    assert processor["spec"]["template"]["metadata"]["labels"]["alibabacloud.com/eci"] == "true"
+
+
+def test_kubectl_kustomize_with_a_v1beta1_kafkasource(tmp_path: Path) -> None:
+    for name, text in rendered_with_source_version("sources.knative.dev/v1beta1").items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    (source,) = [d for d in kustomize(tmp_path) if d["kind"] == "KafkaSource"]
+    assert source["apiVersion"] == "sources.knative.dev/v1beta1"
+    check_document(source, "KafkaSource v1beta1 after kustomize")
+
+
+def test_kubectl_kustomize_fails_on_a_broken_kustomization(tmp_path: Path) -> None:
+    shutil.copytree(KNATIVE, tmp_path / "k")
+    (tmp_path / "k" / "kafkasource.yaml").unlink()
+    with pytest.raises(AssertionError, match="kubectl kustomize"):
+        kustomize(tmp_path / "k")

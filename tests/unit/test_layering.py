@@ -5,12 +5,17 @@
 - Barrage's domain (``handlers``) imports nothing of the layer (it is stdlib only: test_purity).
 - An app under ``examples/`` imports the public layer (``functions.app``, ``functions.bindings``
   for tests of its own shapes) and nothing of barrage.
+- The function code (``local.build.PROJECT_PACKAGES``, what the FC package ships) imports nothing
+  of ``local`` and no Kafka consumer: the platforms' triggers consume for the function
+  (``local.kafka_consumer`` serves the local dispatcher and the benches).
 """
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+from local.build import PROJECT_PACKAGES
 
 REPO = Path(__file__).resolve().parents[2]
 GENERIC = [
@@ -61,7 +66,26 @@ def test_examples_use_only_the_public_layer() -> None:
         assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
 
 
+CONSUMER = ("local", "confluent_kafka.Consumer", "confluent_kafka.DeserializingConsumer",
+            "confluent_kafka.aio.AIOConsumer")
+
+
+def test_the_function_code_ships_no_local_module_and_no_consumer() -> None:
+    files = [path for package in PROJECT_PACKAGES for path in sorted((REPO / package).rglob("*.py"))]
+    assert len(files) >= 30 and PROJECT_PACKAGES == ("handlers", "functions")
+    for path in files:
+        bad = reaches(imports(path), CONSUMER)
+        assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"
+        defined = {node.name for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                   if isinstance(node, ast.ClassDef)}
+        assert not defined & {"KafkaRecordConsumer", "ConsumedRecord"}, path.relative_to(REPO)
+
+
 def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("from handlers.model import Barrage\nimport functions.wiring\n")
     assert reaches(imports(sample), BARRAGE) == {"handlers.model", "handlers.model.Barrage", "functions.wiring"}
+    sample.write_text("def later():\n    from local.kafka_consumer import KafkaRecordConsumer\n"
+                      "from confluent_kafka import Consumer, Producer\n")
+    assert reaches(imports(sample), CONSUMER) == {"local.kafka_consumer", "local.kafka_consumer.KafkaRecordConsumer",
+                                                  "confluent_kafka.Consumer"}

@@ -12,17 +12,13 @@ import pytest
 from cloudevents.kafka import KafkaMessage, from_binary
 from confluent_kafka import Consumer, TopicPartition
 
-from functions.adapters.kafka import (
-    EVENT_TYPE,
-    ConsumedRecord,
-    KafkaPublisher,
-    KafkaRecordConsumer,
-    KafkaSettings,
-    decode_barrage,
-)
+from functions.adapters.kafka import EVENT_TYPE, KafkaPublisher
+from functions.kafka import KafkaSettings
 from handlers.model import Barrage
 from handlers.ports import PublishError
 from local.broker import LocalBroker
+from local.kafka_consumer import ConsumedRecord, KafkaRecordConsumer
+from tests.kafka_reading import read_as_dispatcher, read_as_fc
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +68,12 @@ def read_all(bootstrap: str, topic: str, expected: int, partitions: int) -> list
     return messages
 
 
+def barrage_of(record: ConsumedRecord) -> Barrage:
+    """The barrage as FC's Kafka trigger would hand it to the processor."""
+    return read_as_fc(record.headers, record.value, record.key, topic=record.topic, partition=record.partition,
+                      offset=record.offset)[1]
+
+
 @pytest.fixture
 def publisher(kafka_broker: LocalBroker) -> Iterator[tuple[KafkaPublisher, str]]:
     topic = kafka_broker.new_topic(partitions=3)
@@ -106,10 +108,14 @@ def test_thousand_barrages_over_fifty_rooms_arrive_once_in_room_order(
         assert message.key == original.room.encode()
         per_room[original.room].append((message.partition, message.offset, original.id))
         partition_of_room[original.room].add(message.partition)
-        # The processor-side decoder agrees with the SDK.
-        decoded = decode_barrage(message.headers, message.value, message.key)
-        assert decoded.barrage == original
-        assert decoded.attributes["traceparent"] == f"00-{original.id}-01"
+        # FC's Kafka trigger shape and the local dispatcher read what the SDK reads.
+        record, barrage = read_as_fc(message.headers, message.value, message.key, topic=topic,
+                                     partition=message.partition, offset=message.offset)
+        assert barrage == original
+        assert record.extensions["traceparent"] == f"00-{original.id}-01"
+        delivered, barrage = read_as_dispatcher(message)
+        assert barrage == original
+        assert delivered.attributes["traceparent"] == f"00-{original.id}-01"
 
     assert len(messages) == len(barrages)
     assert set(seen) == set(by_id)
@@ -144,7 +150,7 @@ def test_concurrent_callers_share_one_producer(
     assert not any(t.is_alive() for t in threads)
     assert errors == []
     messages = read_all(kafka_broker.bootstrap, topic, 400, partitions=3)
-    ids = sorted(decode_barrage(m.headers, m.value).barrage.id for m in messages)
+    ids = sorted(barrage_of(m).id for m in messages)
     assert ids == sorted(b.id for batch in batches for b in batch)
 
 
@@ -156,7 +162,7 @@ def test_full_local_queue_is_waited_out_not_dropped(kafka_broker: LocalBroker) -
         barrages = make_barrages(300, rooms=3)
         pub.publish_many(barrages)
     messages = read_all(kafka_broker.bootstrap, topic, 300, partitions=1)
-    assert [decode_barrage(m.headers, m.value).barrage for m in messages] == barrages
+    assert [barrage_of(m) for m in messages] == barrages
 
 
 def test_per_call_extensions_reach_the_record(kafka_broker: LocalBroker) -> None:
@@ -165,7 +171,7 @@ def test_per_call_extensions_reach_the_record(kafka_broker: LocalBroker) -> None
     with KafkaPublisher(settings, source="/barrage/test") as pub:
         pub.publish_many(make_barrages(2, rooms=1), extensions={"traceparent": "00-aa-bb-01"})
     messages = read_all(kafka_broker.bootstrap, topic, 2, partitions=1)
-    attributes = [decode_barrage(m.headers, m.value, m.key).attributes for m in messages]
+    attributes = [read_as_fc(m.headers, m.value, m.key)[0].attributes() for m in messages]
     assert [a["traceparent"] for a in attributes] == ["00-aa-bb-01"] * 2
     assert [a["source"] for a in attributes] == ["/barrage/test"] * 2
 
@@ -181,7 +187,7 @@ def test_a_bad_extension_fails_only_that_barrage(kafka_broker: LocalBroker) -> N
     assert set(caught.value.failed) == {bad}
     assert "encode" in caught.value.failed[bad]
     messages = read_all(kafka_broker.bootstrap, topic, 2, partitions=1)
-    assert [decode_barrage(m.headers, m.value).barrage.id for m in messages] == [
+    assert [barrage_of(m).id for m in messages] == [
         barrages[0].id,
         barrages[2].id,
     ]
@@ -252,7 +258,7 @@ def test_consumer_resumes_after_commit_and_redelivers_the_rest(kafka_broker: Loc
     )
     try:
         records = _drain(first, len(barrages))
-        assert sorted(r.decode().barrage.id for r in records) == sorted(b.id for b in barrages)
+        assert sorted(barrage_of(r).id for r in records) == sorted(b.id for b in barrages)
         # Process (and commit) only the first 3 records of each partition.
         by_partition: dict[int, list[ConsumedRecord]] = defaultdict(list)
         for record in records:
@@ -273,8 +279,8 @@ def test_consumer_resumes_after_commit_and_redelivers_the_rest(kafka_broker: Loc
         time_left = second.consume(100, 0.5)  # nothing more than the uncommitted ones
     finally:
         second.close()
-    expected = {r.decode().barrage.id for r in records} - {r.decode().barrage.id for r in processed}
-    assert sorted(r.decode().barrage.id for r in redelivered) == sorted(expected)
+    expected = {barrage_of(r).id for r in records} - {barrage_of(r).id for r in processed}
+    assert sorted(barrage_of(r).id for r in redelivered) == sorted(expected)
     assert time_left == []
 
 
@@ -301,4 +307,4 @@ def test_latest_initial_offset_skips_what_came_before(kafka_broker: LocalBroker)
             records = early + _drain(consumer, len(new))
         finally:
             consumer.close()
-    assert [r.decode().barrage.id for r in records] == [b.id for b in new]
+    assert [barrage_of(r).id for r in records] == [b.id for b in new]

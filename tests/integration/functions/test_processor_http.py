@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FfServer]:
     work = tmp_path_factory.mktemp("processor")
-    with ff_server(REPO / "functions" / "main.py", "process", work / "ff.log",
+    with ff_server(REPO / "functions" / "main.py", "processor", work / "ff.log",
                    BARRAGE_DB=str(work / "barrage.db"), ROLE="processor") as running:
         yield running
 

@@ -172,15 +172,29 @@ def test_claim_of_a_writer_that_gave_up_is_taken_over() -> None:
 def test_builds_from_config_with_function_credentials() -> None:
     from types import SimpleNamespace
 
+    import tablestore
+
     from functions.adapters.tablestore import store_from_config
     from functions.config import TablestoreConfig
+    from functions.lifecycle import CredentialsSource
 
     emulator = shared_emulator()
     config = TablestoreConfig(endpoint=emulator.endpoint, instance=emulator.instance, table=unique_table(),
                               ttl_seconds=86400)
-    credentials = SimpleNamespace(accessKeyId=emulator.access_key_id, accessKeySecret=emulator.access_key_secret,
-                                  securityToken=None)
-    store = store_from_config(config, credentials)
+
+    def context(secret: str) -> SimpleNamespace:  # FC's context.credentials, camelCase as some runtimes spell it
+        return SimpleNamespace(credentials=SimpleNamespace(accessKeyId=emulator.access_key_id,
+                                                           accessKeySecret=secret, securityToken=None))
+
+    keys = CredentialsSource()
+    keys.observe(context(emulator.access_key_secret))
+    store = store_from_config(config, keys)
     assert store.client.describe_table(store.table_name).table_options.time_to_live == 86400
+    # The next invocation brings other keys: the store signs with them from its next call on.
+    keys.observe(context("rotated-away"))
+    with pytest.raises(tablestore.OTSServiceError):
+        store.client.describe_table(store.table_name)
+    keys.observe(context(emulator.access_key_secret))
+    assert store.latest("room-x", 1).items == []
     with pytest.raises(ValueError, match="OTS_KEYID"):
         store_from_config(config)

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.testclient import TestClient
 
-from functions.adapters.kafka import KafkaSettings, publisher_from_config
+from functions.adapters.kafka import publisher_from_config
 from functions.adapters.memory import MemoryResultStore
 from functions.adapters.sqlite import SQLiteResultStore
 from functions.adapters.tracing import Tracing, TracingPublisher, TracingStore, current_traceparent, from_config
@@ -23,6 +23,7 @@ from functions.app import App
 from functions.bindings.cloudevents_http import sink_app
 from functions.config import KafkaConfig, Settings, TracingConfig
 from functions.homepage import create_app
+from functions.kafka import KafkaSettings
 from functions.processor import handle, process_records
 from functions.wiring import Services, process_config
 from handlers.ports import SystemClock

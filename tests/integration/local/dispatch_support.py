@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
+from werkzeug.serving import BaseWSGIServer, make_server
 
-from functions.adapters.kafka import KafkaPublisher, KafkaSettings
+from functions.adapters.kafka import KafkaPublisher
 from functions.adapters.memory import MemoryPublisher
 from functions.adapters.sqlite import SQLiteResultStore
 from functions.app import App
 from functions.bindings.cloudevents_http import sink_app
 from functions.config import Settings
+from functions.kafka import KafkaSettings
 from functions.processor import process_records
 from functions.wiring import Services, process_config
 from handlers.model import Barrage, new_id
 from handlers.ports import SystemClock
+from local.kafkasource.dispatcher import DeadLetterProducer, Dispatcher, DispatchOptions
+from local.kafkasource.manifest import KafkaSourceSpec
+from local.kafkasource.run import kafka_consumer_factory
 from tests.asgi_server import serving
 
 BASE_MS = 1_767_225_600_000
@@ -123,11 +128,17 @@ def offsets_by_id(bootstrap: str, topic: str, partitions: int, expected: int) ->
     return found
 
 
-def write_manifest(path: Path, topic: str, group: str, ordering: str = "ordered", retry: int = 5) -> Path:
-    document = {
+def write_manifest(
+    path: Path, topic: str, group: str, ordering: str = "ordered", retry: int = 5, *,
+    dead_letter_uri: str | None = None, key_type: str | None = None,
+) -> Path:
+    metadata: dict[str, Any] = {"name": "barrage-source", "namespace": "default"}
+    if key_type is not None:
+        metadata["labels"] = {"kafkasources.sources.knative.dev/key-type": key_type}
+    document: dict[str, Any] = {
         "apiVersion": "sources.knative.dev/v1",
         "kind": "KafkaSource",
-        "metadata": {"name": "barrage-source", "namespace": "default"},
+        "metadata": metadata,
         "spec": {
             "consumerGroup": group,
             "bootstrapServers": ["ignored:9092"],
@@ -138,5 +149,133 @@ def write_manifest(path: Path, topic: str, group: str, ordering: str = "ordered"
             "sink": {"ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "barrage-process"}},
         },
     }
+    if dead_letter_uri is not None:
+        document["spec"]["delivery"]["deadLetterSink"] = {"uri": dead_letter_uri}
     path.write_text(yaml.safe_dump(document))
     return path
+
+
+Answer = tuple[int, list[tuple[str, str]], bytes]
+
+
+@dataclass
+class Sink:
+    """A recording HTTP sink: every request's headers (lower-case names) and body, and its answer."""
+
+    url: str
+    requests: list[tuple[dict[str, str], bytes]]
+    lock: threading.Lock
+
+    def received(self) -> list[tuple[dict[str, str], bytes]]:
+        with self.lock:
+            return list(self.requests)
+
+    def positions(self) -> set[tuple[int, int]]:
+        """(partition, offset) of every event received, from the knativekafka* extensions."""
+        return {(int(h["ce-knativekafkapartition"]), int(h["ce-knativekafkaoffset"])) for h, _ in self.received()}
+
+
+@contextmanager
+def running_sink(answer: Callable[[dict[str, str], bytes], Answer] | None = None) -> Iterator[Sink]:
+    """A sink on 127.0.0.1 answering ``answer(headers, body)`` (default 202, no body)."""
+    requests: list[tuple[dict[str, str], bytes]] = []
+    lock = threading.Lock()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        headers = {key[5:].lower().replace("_", "-"): str(value) for key, value in environ.items()
+                   if key.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        status, reply_headers, reply = answer(headers, body) if answer else (202, [], b"")
+        with lock:
+            requests.append((headers, body))
+        start_response(f"{status} X", reply_headers)
+        return [reply]
+
+    server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Sink(f"http://127.0.0.1:{server.server_port}/", requests, lock)
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@contextmanager
+def running_dispatcher(
+    bootstrap: str, spec: KafkaSourceSpec, options: DispatchOptions,
+    dead_letter_producer: DeadLetterProducer | None = None,
+) -> Iterator[Dispatcher]:
+    """One Dispatcher of ``spec``'s group on the real broker, until the block ends."""
+    spec = spec.with_bootstrap((bootstrap,))
+    settings = KafkaSettings(servers=(bootstrap,), topic=spec.topics[0])
+    dispatcher = Dispatcher(spec, options, kafka_consumer_factory(spec, settings), dead_letter_producer)
+    until = threading.Event()
+    thread = threading.Thread(target=dispatcher.run, args=(until,), daemon=True)
+    thread.start()
+    try:
+        yield dispatcher
+    finally:
+        until.set()
+        thread.join(30)
+        assert not thread.is_alive(), "dispatcher did not stop"
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
+    """The group's committed next-offset per partition (0 where nothing is committed)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return [max(c.offset, 0) for c in committed]
+
+
+def produce_records(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """Produce ``records`` (keyword arguments of ``Producer.produce``) in order; their (partition, offset).
+
+    The positions come from the delivery reports: Tansu's high watermark lags after a batch of
+    several records, so the end of a partition is taken from what was written, not from the broker.
+    """
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    positions: list[tuple[int, int] | None] = [None] * len(records)
+
+    def report(index: int) -> Callable[[Any, Any], None]:
+        def on_delivery(err: Any, message: Any) -> None:
+            if err is None:
+                positions[index] = (message.partition(), message.offset())
+        return on_delivery
+
+    for index, record in enumerate(records):
+        producer.produce(topic, on_delivery=report(index), **record)
+    assert producer.flush(15) == 0
+    assert all(p is not None for p in positions), "a record was not acknowledged"
+    return [p for p in positions if p is not None]
+
+
+def ends_of(positions: Iterable[tuple[int, int]], partitions: int) -> list[int]:
+    """Per partition, the offset after the last of ``positions`` (0 where there is none)."""
+    ends = [0] * partitions
+    for partition, offset in positions:
+        ends[partition] = max(ends[partition], offset + 1)
+    return ends
+
+
+Delivered = tuple[dict[str, bytes], bytes]
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list[Delivered]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dlq-{topic}", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
+    found: list[Delivered] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(found) < expected and time.monotonic() < deadline:
+            for message in consumer.consume(100, 0.5):
+                if not message.error():
+                    found.append((header_map(message), message.value() or b""))
+    finally:
+        consumer.close()
+    return found

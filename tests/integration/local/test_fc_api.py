@@ -31,7 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFCServer]:
 
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "OTS_", "ALIBABA_CLOUD_"))}
     environ.update(env)
-    local = LocalFC(load(REPO / "s.yaml", environ), REPO, {KEY_ID: SECRET}, async_retry_delay_s=0.05,
+    local = LocalFC(load(REPO / "s.yaml", environ, missing="empty"), REPO, {KEY_ID: SECRET}, async_retry_delay_s=0.05,
                     environ=environ)
     with LocalFCServer(local) as running:
         yield running
@@ -77,7 +77,7 @@ def test_function_error_is_unhandled_invocation_error(client: Any) -> None:
     with pytest.raises(fc2.fc_exceptions.FcError) as caught:
         sync(client, "barrage-processor", b"this is not json")
     error = json.loads(caught.value.message)
-    assert error["errorType"] == "InvalidEvent" and "not valid JSON" in error["errorMessage"]
+    assert error["errorType"] == "InvalidInvocation" and "not JSON" in error["errorMessage"]
     assert isinstance(error["stackTrace"], list)
 
 

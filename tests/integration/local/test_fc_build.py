@@ -35,6 +35,12 @@ def test_project_only_package_is_deterministic(tmp_path: Path) -> None:
         assert "functions/fc.py" in names and "handlers/model.py" in names
         assert not [n for n in names if n.endswith(".pyc") or "__pycache__" in n or n.startswith(("local/", "tests/"))]
         assert {info.date_time for info in archive.infolist()} == {FIXED_TIME}
+        # The custom runtime's entry: FC runs ./bootstrap from the package root, so it must be executable.
+        bootstrap = archive.getinfo("bootstrap")
+        assert (bootstrap.external_attr >> 16) & 0o777 == 0o755
+        assert archive.read("bootstrap").startswith(b"#!/bin/bash\n")
+        assert b"exec python3 -m functions.entrypoint" in archive.read("bootstrap")
+        assert {(i.external_attr >> 16) & 0o777 for i in archive.infolist() if i.filename != "bootstrap"} == {0o644}
 
 
 def test_over_the_limit_fails_with_one_line(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -14,19 +15,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
-from functions.adapters.kafka import KafkaSettings
+from functions.kafka import KafkaSettings
 from local.broker import LocalBroker
 from local.kafkasource.dispatcher import DispatchOptions
 from local.kafkasource.manifest import load_manifest
 from local.kafkasource.run import run_dispatchers
 from tests.integration.local.dispatch_support import (
     Processor,
-    header_map,
     make_barrages,
     offsets_by_id,
     publish,
+    read_topic,
     running_processor,
     write_manifest,
 )
@@ -90,24 +90,6 @@ def test_transient_503s_are_retried_and_nothing_is_lost(kafka_broker: LocalBroke
         assert all(processor.recorder.attempts[b.id] == 3 for b in barrages)
 
 
-Delivered = tuple[dict[str, bytes], bytes]
-
-
-def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list[Delivered]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dlq-{topic}", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
-    found: list[Delivered] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(found) < expected and time.monotonic() < deadline:
-            for message in consumer.consume(100, 0.5):
-                if not message.error():
-                    found.append((header_map(message), message.value() or b""))
-    finally:
-        consumer.close()
-    return found
-
-
 @pytest.mark.parametrize("batch_size", [0, 50])
 def test_poison_record_goes_to_the_dlq_with_its_reason(
     kafka_broker: LocalBroker, tmp_path: Path, batch_size: int
@@ -131,13 +113,16 @@ def test_poison_record_goes_to_the_dlq_with_its_reason(
             wait_for(lambda: processor.store.count() >= 200, 60, "200 stored barrages")
             dead = read_topic(kafka_broker.bootstrap, f"{topic}.dlq", 1)
         assert sorted(stored_ids(processor)) == sorted(b.id for b in good)
+        processor_url = processor.url
     assert len(dead) == 1
     headers, value = dead[0]
-    assert value == b'{"this": "is not a barrage"}'
+    assert value == b'{"this": "is not a barrage"}'  # the original record, with EKB's dead-letter extensions
     assert headers["knativeerrorcode"] == b"400"
-    assert (
-        b"sent_at: is required" in headers["knativeerrorreason"] or b"id: is required" in headers["knativeerrorreason"]
-    )
+    reply = base64.b64decode(headers["knativeerrordata"])
+    assert b"sent_at: is required" in reply or b"id: is required" in reply
+    assert headers["knativeerrordest"] == processor_url.encode()
+    assert {"knativekafkapartition", "knativekafkaoffset"} <= set(headers)
+    assert "knativeerrorreason" not in headers
 
 
 def test_dead_letter_sink_url_receives_the_event(kafka_broker: LocalBroker, tmp_path: Path) -> None:
@@ -168,6 +153,9 @@ def test_dead_letter_sink_url_receives_the_event(kafka_broker: LocalBroker, tmp_
     assert headers["HTTP_CE_KNATIVEERRORCODE"] == "400"
     assert headers["HTTP_CE_KNATIVEERRORDEST"] == processor.url
     assert headers["HTTP_CE_TYPE"] == "dev.knative.kafka.event"
+    assert b"not JSON" in base64.b64decode(headers["HTTP_CE_KNATIVEERRORDATA"])  # the processor's 400 reply
+    assert headers["HTTP_CE_KNATIVEKAFKAOFFSET"] == "0"
+    assert "HTTP_CE_KNATIVEERRORREASON" not in headers
 
 
 def test_batch_delivery_exactly_once(kafka_broker: LocalBroker, tmp_path: Path) -> None:

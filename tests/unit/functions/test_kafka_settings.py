@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from functions.adapters.kafka import KafkaSettings, client_config, consumer_config, producer_config
+from functions.kafka import KafkaSettings, client_config, consumer_config, producer_config
 
 
 def test_plaintext_without_credentials() -> None:

@@ -49,6 +49,37 @@ def test_defaults_when_delivery_is_omitted() -> None:
     assert (spec.ordering, spec.initial_offset) == ("ordered", "latest")
 
 
+def test_delivery_without_retry_means_no_retries() -> None:
+    document = yaml.safe_load(MANIFEST.read_text())
+    document["spec"]["delivery"] = {"deadLetterSink": {"uri": "http://127.0.0.1:9/"}}
+    delivery = parse_manifest(document).delivery
+    assert delivery.retry == 0 and delivery.dead_letter is not None
+    assert (delivery.backoff_policy, delivery.backoff_delay_s, delivery.timeout_s) == ("exponential", 0.3, 600.0)
+
+
+def test_delivery_naming_neither_sink_retry_nor_timeout_counts_as_absent() -> None:
+    # EKB's control plane builds no egress config for it, so the data plane's defaults apply.
+    document = yaml.safe_load(MANIFEST.read_text())
+    document["spec"]["delivery"] = {"backoffPolicy": "linear", "backoffDelay": "PT5S"}
+    assert parse_manifest(document).delivery == Delivery()
+
+
+@pytest.mark.parametrize("version", ["sources.knative.dev/v1", "sources.knative.dev/v1beta1"])
+def test_both_served_api_versions_are_read(version: str) -> None:
+    document = yaml.safe_load(MANIFEST.read_text())
+    document["apiVersion"] = version
+    assert parse_manifest(document).api_version == version
+
+
+def test_key_type_comes_from_the_label() -> None:
+    document = yaml.safe_load(MANIFEST.read_text())
+    assert parse_manifest(document).key_type == "string"
+    document["metadata"].setdefault("labels", {})["kafkasources.sources.knative.dev/key-type"] = "int"
+    spec = parse_manifest(document)
+    assert spec.key_type == "int" and spec.context().key_type == "int"
+    assert spec.context("float").key_type == "float"  # the CLI's --key-type overrides it
+
+
 def test_backoff_policies() -> None:
     assert Delivery(backoff_policy="linear", backoff_delay_s=0.5).backoff(3) == pytest.approx(1.5)
     assert Delivery(backoff_policy="exponential", backoff_delay_s=0.5).backoff(3) == pytest.approx(4.0)
@@ -66,6 +97,9 @@ def test_backoff_policies() -> None:
         (("spec", "delivery", "backoffDelay"), "soon", "backoffDelay"),
         (("spec", "sink"), {"ref": {}}, "spec.sink.ref"),
         (("kind",), "Service", "kind"),
+        (("apiVersion",), "sources.knative.dev/v2", "apiVersion"),
+        (("metadata", "labels"), {"kafkasources.sources.knative.dev/key-type": "long"}, "key-type"),
+        (("spec", "delivery"), "often", "spec.delivery"),
     ],
 )
 def test_bad_manifests_name_the_field(path: tuple[str, ...], value: object, message: str) -> None:
