@@ -37,8 +37,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _support import Child, base_env, descendants, emit_json, healthy, median, percentile, spawn, wait_for, work_dir
+from _support import Child, base_env, descendants, emit_json, healthy, median, spawn, wait_for, work_dir
 
+from functions.loadrun import percentile  # the one nearest-rank definition
 from local.broker import LocalBroker
 from local.supervisor import free_port
 
@@ -360,8 +361,8 @@ async def watch(url: str, pid: int, count: int, marks: int) -> dict[str, Any]:
         delays = [v.seen[mark] - sent_at for v in viewers if mark in v.seen]
         within = sum(1 for d in delays if d <= REACH_S)
         results.append({"status": status, "reached": len(delays), "within_2s": within,
-                        "p50_ms": percentile(delays, 50) * 1000 if delays else None,
-                        "p99_ms": percentile(delays, 99) * 1000 if delays else None,
+                        "p50_ms": _in_ms(percentile(sorted(delays), 0.50)),
+                        "p99_ms": _in_ms(percentile(sorted(delays), 0.99)),
                         "max_ms": max(delays) * 1000 if delays else None})
         p50, p99 = results[-1]["p50_ms"] or float("nan"), results[-1]["p99_ms"] or float("nan")
         print(f"mark {n + 1}: {within}/{count} viewers within {REACH_S:g} s (p50 {p50:.0f} ms, p99 {p99:.0f} ms)",
@@ -416,3 +417,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _in_ms(seconds: float | None) -> float | None:
+    return seconds * 1000 if seconds is not None else None

@@ -183,8 +183,6 @@ HOMEPAGE = Function(
     knative_workload="fc",
     env=(
         Env("ROLE", "homepage", fixed=True),
-        # FC's built-in runtime returns whole answers (no streaming): the page polls from the start.
-        Env("BARRAGE_MAX_STREAMS", "0", fixed=True, knative=False),
         Env("BARRAGE_BUS", "kafka"),
         Env("KAFKA_SERVER"),
         Env("KAFKA_USER", secret=SecretRef(_KAFKA_SECRET, "user")),

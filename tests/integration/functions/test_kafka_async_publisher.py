@@ -12,16 +12,18 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from functions.adapters.kafka import KafkaPublisher, KafkaSettings
+from functions.adapters.kafka import KafkaPublisher
 from functions.adapters.kafka_async import AsyncKafkaPublisher
 from functions.adapters.memory import MemoryResultStore
 from functions.config import Settings
 from functions.homepage import create_app
+from functions.kafka import KafkaSettings
 from functions.wiring import Services, process_config
 from handlers.model import Barrage
 from handlers.ports import PublishError, SystemClock
 from local.broker import LocalBroker
 from tests.integration.functions.test_kafka_publisher import HANG_BOUND_S, make_barrages, read_all
+from tests.kafka_reading import read_as_dispatcher
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +59,7 @@ def test_concurrent_calls_each_await_their_own_acks(kafka_broker: LocalBroker,
     assert len(durations) == 100
     assert aio.poller.running  # one poller thread serves all of them
     records = read_all(kafka_broker.bootstrap, topic, expected=300, partitions=3)
-    assert sorted(r.decode().barrage.id for r in records) == sorted(b.id for c in calls for b in c)
+    assert sorted(read_as_dispatcher(r)[1].id for r in records) == sorted(b.id for c in calls for b in c)
     aio.close()
     assert not aio.poller.running
 
@@ -81,7 +83,7 @@ def test_one_calls_failure_is_its_own(kafka_broker: LocalBroker, topic_publisher
     assert set(outcome[1].failed) == {b.id for b in bad}
     assert all(reason.startswith("cannot encode") for reason in outcome[1].failed.values())
     records = read_all(kafka_broker.bootstrap, topic, expected=2, partitions=3)
-    assert sorted(r.decode().barrage.id for r in records) == sorted(b.id for b in good)
+    assert sorted(read_as_dispatcher(r)[1].id for r in records) == sorted(b.id for b in good)
     aio.close()
 
 
@@ -152,7 +154,7 @@ def test_the_homepage_publishes_through_the_async_path(kafka_broker: LocalBroker
     assert [a.status_code for a in answers] == [202] * 5
     ids = {a.json()["accepted"][0]["id"] for a in answers}
     records = read_all(kafka_broker.bootstrap, topic, expected=5, partitions=3)
-    assert {r.decode().barrage.id for r in records} == ids
+    assert {read_as_dispatcher(r)[1].id for r in records} == ids
     services.close()
     assert not app.state.publisher.poller.running
 

@@ -97,15 +97,6 @@ def test_declaration_reaches_both_packagings() -> None:
                             "kafkasource.yaml", "kustomization.yaml"}
 
 
-def test_the_fc_homepage_does_not_stream_and_knative_does() -> None:
-    import yaml
-
-    resources = yaml.safe_load(render_fc()["s.yaml"])["resources"]
-    homepage_env = resources["homepage"]["props"]["environmentVariables"]
-    assert homepage_env["BARRAGE_MAX_STREAMS"] == "0"  # FC's built-in runtime returns whole answers
-    assert "BARRAGE_MAX_STREAMS" not in render_knative()["barrage-homepage.yaml"]
-
-
 def test_fc_limits_are_enforced() -> None:
     from dataclasses import replace
 
