@@ -274,6 +274,10 @@ def post_rounds(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 # -- SSE viewers ------------------------------------------------------------------------------------
 
 
+def _in_ms(seconds: float | None) -> float | None:
+    return seconds * 1000 if seconds is not None else None
+
+
 class Viewer:
     """One EventSource-like connection: records when each mark first shows up in its stream."""
 
@@ -417,7 +421,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def _in_ms(seconds: float | None) -> float | None:
-    return seconds * 1000 if seconds is not None else None

@@ -210,10 +210,10 @@ def test_a_non_ascii_path_is_a_json_404_on_both_fc_shapes() -> None:
 
 
 def test_where_the_runtime_cannot_stream_the_page_polls(tmp_path: Path) -> None:
-    # s.yaml sets BARRAGE_MAX_STREAMS=0 for the HomePage: FC's built-in runtimes return whole answers.
+    # s.yaml sets FUNCTIONS_STREAMING=off on FC's built-in runtimes (they return whole answers).
     barrage_app.app.reset()
     barrage_app.app.configure({"BARRAGE_DB": str(tmp_path / "b.db"), "BARRAGE_BUS": "memory",
-                               "BARRAGE_MAX_STREAMS": "0"})
+                               "FUNCTIONS_STREAMING": "off"})
     stream = get("/api/stream", {"room": "r"})
     assert stream["statusCode"] == 503
     assert "does not stream" in json.loads(stream["body"])["error"]["message"]
