@@ -167,3 +167,15 @@ class LoopThread:
             coroutine.close()
             raise RuntimeError("LoopThread.run called from its own loop: await the coroutine instead")
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
+
+
+async def lifespan(receive: Receive, send: Send, on_shutdown: Callable[[], None]) -> None:
+    """An ASGI lifespan: nothing to start (apps build lazily), ``on_shutdown`` at the end."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            on_shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -21,21 +21,28 @@ class AppNotFound(LookupError):
     """``FUNCTIONS_APP`` does not name an importable app; one line."""
 
 
-def load_app(spec: str) -> Any:
-    from functions.app import App
-
+def import_attribute(spec: str, default: str, what: str) -> tuple[Any, str, Any]:
+    """``module`` (its ``default`` attribute) or ``module:attribute``, imported with the current directory
+    on the path as functions-framework imports ``--source``: (module, dotted name, the attribute or None).
+    ``AppNotFound`` names ``what`` was asked for."""
     module_name, _, attribute = spec.partition(":")
     if not module_name:
-        raise AppNotFound(f"{APP_ENV} must be module or module:attribute, got {spec!r}")
+        raise AppNotFound(f"{what} must be module or module:attribute, got {spec!r}")
     if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # the app's own code, as functions-framework --source allows
+        sys.path.insert(0, os.getcwd())  # the app's own code
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise AppNotFound(f"{APP_ENV}: cannot import {module_name!r}: {exc}") from None
-    app = getattr(module, attribute or "app", None)
+        raise AppNotFound(f"{what}: cannot import {module_name!r}: {exc}") from None
+    return module, f"{module_name}.{attribute or default}", getattr(module, attribute or default, None)
+
+
+def load_app(spec: str) -> Any:
+    from functions.app import App
+
+    _, name, app = import_attribute(spec, "app", APP_ENV)
     if not isinstance(app, App):
-        raise AppNotFound(f"{APP_ENV}: {module_name}.{attribute or 'app'} is not a functions.app.App")
+        raise AppNotFound(f"{APP_ENV}: {name} is not a functions.app.App")
     return app
 
 

@@ -10,8 +10,6 @@ names the app its functions belong to through their FC handlers (``module.functi
 
 from __future__ import annotations
 
-import importlib
-import os
 import socket
 import sys
 from collections.abc import Callable
@@ -38,18 +36,13 @@ class AppStackOptions:
 
 
 def load_deployment(spec: str) -> Deployment:
-    module_name, _, attribute = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # the app's own code, as functions-framework finds it
+    from local.render import RenderError
+    from local.render import load_deployment as load
+
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AppStackError(f"--app: cannot import {module_name!r}: {exc}") from None
-    deployment = getattr(module, attribute or "DEPLOYMENT", None)
-    if not isinstance(deployment, Deployment):
-        raise AppStackError(f"--app: {module_name}.{attribute or 'DEPLOYMENT'} is not a functions.declaration."
-                            "Deployment")
-    return deployment
+        return load(spec)
+    except RenderError as exc:
+        raise AppStackError(str(exc)) from None
 
 
 def app_module(deployment: Deployment) -> str:

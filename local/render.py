@@ -12,9 +12,7 @@ comment. ``--check`` compares instead of writing, so CI fails when a checked-in 
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import re
 import sys
 from collections.abc import Mapping
@@ -506,18 +504,16 @@ def default_output(workload_class: str, deployment: Deployment = DEPLOYMENT) -> 
 
 def load_deployment(spec: str | None) -> Deployment:
     """The ``Deployment`` of ``module`` (as ``DEPLOYMENT``) or ``module:attribute``; barrage's without one."""
+    from functions.targets import AppNotFound, import_attribute
+
     if not spec:
         return DEPLOYMENT
-    module_name, _, attribute = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise RenderError(f"--app: cannot import {module_name!r}: {exc}") from None
-    found = getattr(module, attribute or "DEPLOYMENT", None)
+        _, name, found = import_attribute(spec, "DEPLOYMENT", "--app")
+    except AppNotFound as exc:
+        raise RenderError(str(exc)) from None
     if not isinstance(found, Deployment):
-        raise RenderError(f"--app: {module_name}.{attribute or 'DEPLOYMENT'} is not a functions.declaration.Deployment")
+        raise RenderError(f"--app: {name} is not a functions.declaration.Deployment")
     return found
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 from anyio import CapacityLimiter
 
-from functions.asgi import ASGIApp, Message, Receive, Scope, Send
+from functions.asgi import ASGIApp, Message, Receive, Scope, Send, lifespan
 from functions.records import (
     BatchReport,
     Delivered,
@@ -188,7 +188,7 @@ def sink_app(function: EventFunction[Any], *, concurrency: int | None = None,
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send, function)
+            await lifespan(receive, send, function.app.reset)
             return
         if scope["type"] != "http":
             return
@@ -230,14 +230,3 @@ def sink_app(function: EventFunction[Any], *, concurrency: int | None = None,
         await respond_json(send, status, payload)
 
     return app
-
-
-async def _lifespan(receive: Receive, send: Send, function: EventFunction[Any]) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            function.app.reset()
-            await send({"type": "lifespan.shutdown.complete"})
-            return

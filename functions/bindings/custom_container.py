@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from functions.asgi import ASGIApp, Receive, Scope, Send, call
+from functions.asgi import ASGIApp, Receive, Scope, Send, call, lifespan
 from functions.bindings import InvalidInvocation, parse_payload, pick
 from functions.bindings.cloudevents_http import BadDelivery, read_body, respond_json, sink_app
 from functions.fc import context_from_headers
@@ -99,7 +99,7 @@ def container_app(function: AppFunction) -> ASGIApp:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send, function)
+            await lifespan(receive, send, function.app.reset)
             return
         if scope["type"] != "http":
             return
@@ -132,14 +132,3 @@ def container_app(function: AppFunction) -> ASGIApp:
             _say(f"FC Invoke End RequestId: {request_id}")
 
     return app
-
-
-async def _lifespan(receive: Receive, send: Send, function: AppFunction) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            function.app.reset()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
