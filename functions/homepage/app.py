@@ -87,6 +87,8 @@ class HomePageOptions:
     retry_ms: int = 1000
     # Events a viewer may have pending before it is dropped as too slow (it then reconnects).
     viewer_queue: int = 64
+    # A stream write blocked this long (the viewer stopped reading) ends the stream and its connection.
+    stream_send_timeout_s: float = 30.0
     # Threads for blocking store and bus calls (SQLite, Tablestore, the in-process bus).
     blocking_threads: int = 16
     load: LoadLimits = field(default_factory=LoadLimits)
@@ -111,7 +113,7 @@ def create_app(services: Services, options: HomePageOptions | None = None) -> St
         lambda room, limit: blocking.run(store.latest, room, limit),
         max_streams=opts.max_streams, tick_s=opts.stream_poll_s, queue_size=opts.viewer_queue,
     )
-    timing = StreamTiming(opts.stream_lifetime_s, opts.heartbeat_s, opts.retry_ms)
+    timing = StreamTiming(opts.stream_lifetime_s, opts.heartbeat_s, opts.retry_ms, opts.stream_send_timeout_s)
     rewrite = {"index.html": _without_streams} if opts.max_streams == 0 else {}
     files = StaticFiles(STATIC_DIR, rewrite)
     if files.get("index.html") is None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from handlers.fetch import MAX_LIMIT
 from handlers.ports import Page
@@ -257,6 +257,8 @@ class StreamTiming:
     lifetime_s: float
     heartbeat_s: float
     retry_ms: int
+    # A write that waits longer than this for the viewer to read: the viewer is stuck, the stream ends.
+    send_timeout_s: float = 30.0
 
 
 class EventStreamResponse(StreamingResponse):
@@ -276,8 +278,19 @@ class EventStreamResponse(StreamingResponse):
         super().__init__(self._events(), media_type="text/event-stream", headers=STREAM_HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        timeout_s = self.timing.send_timeout_s
+
+        async def bounded_send(message: Message) -> None:
+            # A client that stops reading (a zero TCP window) blocks the write for good; the hub has
+            # already dropped it from the room, this also gives its connection back.
+            await asyncio.wait_for(send(message), timeout_s)
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, bounded_send)
+        except asyncio.TimeoutError:
+            # Returning without finishing the answer makes the server close the connection.
+            log.info("event stream for room %s: the viewer stopped reading for %g s; closing it",
+                     self.subscription.room, timeout_s)
         finally:
             self.subscription.close()
 
