@@ -3,12 +3,15 @@
 FC's built-in Python runtimes pass ``context`` to every handler; custom runtimes and custom
 containers receive the same facts as ``x-fc-*`` request headers, and ``context_from_headers``
 rebuilds the object from them, with the attribute names handlers already use. ``call_wsgi``
-runs a WSGI app for one request as FC 2.0's runtime does (the local FC uses it).
+runs a WSGI app for one request as FC 2.0's runtime does (the local FC uses it);
+``error_document`` and ``serialise`` are how FC reports a handler's error and return value.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -130,3 +133,21 @@ def call_wsgi(app: WsgiApp, environ: dict[str, Any]) -> HttpResponse:
         if callable(close):
             close()
     return HttpResponse(int(str(started["status"]).split()[0]), list(started["headers"]), b"".join(chunks))
+
+
+def error_document(exc: BaseException) -> dict[str, Any]:
+    """The error JSON FC reports for an unhandled function error."""
+    return {
+        "errorMessage": str(exc),
+        "errorType": type(exc).__name__,
+        "stackTrace": [line.rstrip("\n") for line in traceback.format_exception(type(exc), exc, exc.__traceback__)],
+    }
+
+
+def serialise(result: Any) -> bytes:
+    """A handler's return value as FC sends it: bytes and text as they are, anything else as JSON."""
+    if isinstance(result, bytes):
+        return result
+    if isinstance(result, str):
+        return result.encode("utf-8")
+    return json.dumps(result, ensure_ascii=False).encode("utf-8")

@@ -19,9 +19,7 @@ request is logged between ``FC Invoke Start RequestId`` / ``FC Invoke End Reques
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +28,7 @@ import anyio.to_thread
 from functions.asgi import ASGIApp, Receive, Scope, Send, call, lifespan
 from functions.bindings import InvalidInvocation, parse_payload, pick
 from functions.bindings.cloudevents_http import BadDelivery, read_body, respond_json, sink_app
-from functions.fc import context_from_headers
+from functions.fc import context_from_headers, error_document, serialise
 
 if TYPE_CHECKING:
     from functions.app import AppFunction
@@ -38,23 +36,10 @@ if TYPE_CHECKING:
 MAX_INVOKE_BYTES = 32 * 1024 * 1024  # FC's synchronous invocation payload limit
 
 
-def error_document(exc: BaseException) -> dict[str, Any]:
-    return {"errorMessage": str(exc), "errorType": type(exc).__name__,
-            "stackTrace": [line.rstrip("\n") for line in traceback.format_exception(type(exc), exc, exc.__traceback__)]}
-
-
 def _say(line: str) -> None:
     # FC's log collection reads stdout; one write per line keeps lines whole.
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def _result_bytes(result: Any) -> bytes:
-    if isinstance(result, bytes):
-        return result
-    if isinstance(result, str):
-        return result.encode("utf-8")
-    return json.dumps(result, ensure_ascii=False).encode("utf-8")
 
 
 def container_app(function: AppFunction) -> ASGIApp:
@@ -80,7 +65,7 @@ def container_app(function: AppFunction) -> ASGIApp:
         except Exception as exc:
             await failed(send, exc)
             return
-        payload_bytes = _result_bytes(result)
+        payload_bytes = serialise(result)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"x-fc-status", b"200"),
                                 (b"content-length", str(len(payload_bytes)).encode())]})

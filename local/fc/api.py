@@ -87,7 +87,27 @@ class AsyncRecord:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-class Worker:
+class LoopbackProcess:
+    """A function instance's process, answering HTTP on a loopback port."""
+
+    process: subprocess.Popen[bytes] | None = None
+    port = 0
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def request(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
+                timeout_s: float) -> tuple[int, list[tuple[str, str]], bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers))
+            answer = connection.getresponse()
+            return answer.status, answer.getheaders(), answer.read()
+        finally:
+            connection.close()
+
+
+class Worker(LoopbackProcess):
     """One function instance: a ``local.fc.worker`` process on a loopback port."""
 
     def __init__(self, spec: FunctionSpec, code_dir: Path, kind: str, env: Mapping[str, str], out: IO[str]) -> None:
@@ -121,19 +141,6 @@ class Worker:
             self.out.flush()
         ready.set()
 
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def request(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
-                timeout_s: float) -> tuple[int, list[tuple[str, str]], bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
-        try:
-            connection.request(method, path, body=body, headers=dict(headers))
-            answer = connection.getresponse()
-            return answer.status, answer.getheaders(), answer.read()
-        finally:
-            connection.close()
-
     def stop(self) -> None:
         process = self.process
         if process is None or process.poll() is not None:
@@ -146,7 +153,7 @@ class Worker:
             process.wait()
 
 
-class CustomRuntimeWorker:
+class CustomRuntimeWorker(LoopbackProcess):
     """A custom-runtime instance as FC runs one: the package's ``bootstrap`` (or the configured
     command) is started with ``CAPort`` set, and FC talks HTTP to the server it starts there.
 
@@ -230,19 +237,6 @@ class CustomRuntimeWorker:
         with self._tails_changed:
             self._tails_changed.wait_for(lambda: request_id in self._tails, timeout=wait_s)
             return self._tails.pop(request_id, "")
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def request(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
-                timeout_s: float) -> tuple[int, list[tuple[str, str]], bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
-        try:
-            connection.request(method, path, body=body, headers=dict(headers))
-            answer = connection.getresponse()
-            return answer.status, answer.getheaders(), answer.read()
-        finally:
-            connection.close()
 
     def open(self, method: str, path: str, headers: Mapping[str, str], body: bytes,
              timeout_s: float) -> tuple[int, list[tuple[str, str]], Iterator[bytes]]:

@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 import threading
-import traceback
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,7 +30,9 @@ from functions.fc import (
     ServiceMeta,
     Tracing,
     call_wsgi,
+    error_document,
     request_logger,
+    serialise,
 )
 
 Kind = Literal["event", "wsgi", "http"]
@@ -45,14 +46,6 @@ class FunctionError(Exception):
         super().__init__(str(error.get("errorMessage", "")))
         self.error = dict(error)
         self.log_tail = log_tail
-
-
-def error_document(exc: BaseException) -> dict[str, Any]:
-    return {
-        "errorMessage": str(exc),
-        "errorType": type(exc).__name__,
-        "stackTrace": [line.rstrip("\n") for line in traceback.format_exception(type(exc), exc, exc.__traceback__)],
-    }
 
 
 def new_context(function: FunctionMeta, service: ServiceMeta, credentials: Credentials | None = None,
@@ -160,14 +153,6 @@ def resolve_handler(code_dir: Path, handler: str) -> Callable[..., Any]:
         raise AttributeError(f"handler {handler!r}: {module_name} has no callable {attribute!r}")
     resolved: Callable[..., Any] = target
     return resolved
-
-
-def serialise(result: Any) -> bytes:
-    if isinstance(result, bytes):
-        return result
-    if isinstance(result, str):
-        return result.encode("utf-8")
-    return json.dumps(result, ensure_ascii=False).encode("utf-8")
 
 
 @dataclass
