@@ -182,13 +182,13 @@ def base_env() -> dict[str, str]:
 
 @contextlib.contextmanager
 def processor_server(db: Path, log_dir: Path, container_concurrency: int | None = None,
-                     threads: int | None = None) -> Iterator[tuple[str, Child]]:
+                     threads: int | None = None, workers: int = 1) -> Iterator[tuple[str, Child]]:
     """The processor exactly as ``barrage up`` runs it (functions-framework + gunicorn, same env)."""
     from local.stack import StackOptions, stack_specs
 
     port = free_port()
     options = StackOptions(data_dir=db.parent, processor_port=port, kafka_server="127.0.0.1:1",
-                           container_concurrency=container_concurrency)
+                           container_concurrency=container_concurrency, processors=workers)
     spec = next(s for s in stack_specs(options)[0] if s.name == "processor")
     env = {**base_env(), **spec.env, "BARRAGE_DB": str(db)}
     if threads is not None:

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from functions.asgi import ASGIApp, HttpRequest, HttpResponse, LoopThread, call
@@ -123,6 +123,20 @@ class Invocation(Generic[D]):
     headers: Mapping[str, str] | None = None
     batch: bool = False
     credentials: CredentialsSource | None = None
+    # When one call serves several deliveries of one record each (requests the sink ran together),
+    # each record's own delivery headers, in order; ``headers`` is then None.
+    record_headers: Sequence[Mapping[str, str]] | None = None
+
+    def delivery_headers(self, index: int) -> Mapping[str, str]:
+        """The headers of the delivery that carried record ``index``."""
+        if self.record_headers is not None:
+            return self.record_headers[index]
+        return self.headers or {}
+
+    @property
+    def one_record_per_delivery(self) -> bool:
+        """Each record came alone in its delivery, so the delivery's headers speak for it."""
+        return self.record_headers is not None or not self.batch
 
 
 RecordHandler = Callable[[Record, Invocation[Any]], Outcome | None]
@@ -146,28 +160,49 @@ class EventFunction(Generic[D]):
 
     def run(self, delivered: Sequence[Delivered], invocation: Invocation[D]) -> BatchReport:
         """Call the handler on the decodable records; undecodable elements are rejected as they are."""
+        return BatchReport.of(self._pairs(delivered, invocation)[0])
+
+    def run_combined(self, deliveries: Sequence[tuple[Delivered, Invocation[D]]]) -> list[Outcome]:
+        """One handler call for several deliveries of one record each (a batch function's
+        per-event requests run together: one store write instead of one per request); an outcome
+        per delivery, in order. A failure of the whole call is not shared: when the handler raises,
+        each delivery is run again on its own, so a bad record cannot reject or retry the others."""
+        if len(deliveries) == 1 or not self.batch:
+            return [self._pairs([item], invocation)[0][0][1] for item, invocation in deliveries]
+        first = deliveries[0][1]
+        combined = replace(first, request_id="", headers=None, batch=True,
+                           record_headers=[invocation.headers or {} for _, invocation in deliveries])
+        pairs, whole_call_failed = self._pairs([item for item, _ in deliveries], combined)
+        if whole_call_failed:
+            return [self._pairs([item], invocation)[0][0][1] for item, invocation in deliveries]
+        return [outcome for _, outcome in pairs]
+
+    def _pairs(self, delivered: Sequence[Delivered],
+               invocation: Invocation[D]) -> tuple[list[tuple[str, Outcome]], bool]:
         records = [item for item in delivered if isinstance(item, Record)]
-        outcomes = iter(self._outcomes(records, invocation) if records else [])
+        found, failed = self._outcomes(records, invocation) if records else ([], False)
+        outcomes = iter(found)
         pairs = []
         for item in delivered:
             if isinstance(item, Undecodable):
                 pairs.append((item.id, reject(item.reason)))
             else:
                 pairs.append((item.id, next(outcomes)))
-        return BatchReport.of(pairs)
+        return pairs, failed
 
-    def _outcomes(self, records: list[Record], invocation: Invocation[D]) -> list[Outcome]:
+    def _outcomes(self, records: list[Record], invocation: Invocation[D]) -> tuple[list[Outcome], bool]:
+        """The records' outcomes, and whether the handler raised for the whole call."""
         if self.batch:
             handler: BatchHandler = self.handler  # type: ignore[assignment]
             try:
                 outcomes = list(handler(records, invocation))
             except Reject as exc:
-                return [reject(str(exc)) for _ in records]
+                return [reject(str(exc)) for _ in records], True
             except Exception as exc:  # a transient failure of the whole batch: deliver it again
                 log.exception("event function %s failed on a batch of %d", self.name, len(records))
-                return [retry(f"{type(exc).__name__}: {exc}") for _ in records]
+                return [retry(f"{type(exc).__name__}: {exc}") for _ in records], True
             check_outcomes(records, outcomes, self.name)
-            return outcomes
+            return outcomes, False
         single: RecordHandler = self.handler  # type: ignore[assignment]
         results = []
         for record in records:
@@ -183,7 +218,7 @@ class EventFunction(Generic[D]):
             elif not isinstance(outcome, Outcome):
                 raise TypeError(f"event function {self.name!r} returned {type(outcome).__name__}, not an Outcome")
             results.append(outcome)
-        return results
+        return results, False
 
     def invocation(self, shape: str, context: Any = None, request_id: str = "",
                    headers: Mapping[str, str] | None = None, batch: bool = False) -> Invocation[D]:

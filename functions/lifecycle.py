@@ -103,6 +103,11 @@ class Instance(Generic[D]):
             atexit.register(self.close)
 
     @property
+    def built(self) -> bool:
+        """The dependencies exist: ``deps`` returns at once, without blocking."""
+        return self._built
+
+    @property
     def deps(self) -> D:
         if not self._built:  # later calls take no lock
             with self._lock:

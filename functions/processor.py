@@ -96,10 +96,11 @@ def process_records(records: Sequence[Record], invocation: Invocation[Services])
     """The processor: every record's barrage cleaned and stored in one batch, an outcome per record."""
     services = invocation.deps
     decoded = [decode_record(record, services.clock.now_ms()) for record in records]
-    # A single binary CloudEvent may carry its trace in the delivery's HTTP header only.
-    parent = (invocation.headers or {}).get("traceparent") if len(records) == 1 else None
+    # A binary CloudEvent delivered alone may carry its trace in the delivery's HTTP header only.
+    alone = invocation.one_record_per_delivery or len(records) == 1
+    parents = [invocation.delivery_headers(i).get("traceparent") if alone else None for i in range(len(records))]
     outcomes = handle(decoded, services.store, services.clock, services.process_config, services.tracing,
-                      parent_traceparent=parent)
+                      delivery_traceparents=parents)
     return [outcome_of(o) for o in outcomes]
 
 
@@ -123,19 +124,19 @@ def handle(
     clock: Clock,
     config: ProcessConfig,
     tracing: Tracing | None = None,
-    parent_traceparent: str | None = None,
+    delivery_traceparents: Sequence[str | None] = (),
 ) -> list[EventOutcome]:
     """Process every decodable event in one batch; one outcome per event, in order.
 
-    With tracing, each event gets a ``process`` span under its own trace (the event's
-    ``traceparent``, or ``parent_traceparent`` — the delivery's HTTP header — for a single
-    event); the batch's store write runs under the first and links the others.
+    With tracing, each event gets a ``process`` span under its own trace: the HTTP ``traceparent``
+    of the delivery that carried it alone (``delivery_traceparents``, in order), else the event's
+    own; the batch's store write runs under the first and links the others.
     """
     valid = [(i, e.barrage) for i, e in enumerate(events) if e.barrage is not None]
     if tracing is None or not tracing.enabled or not valid:
         processed = process([b for _, b in valid], store, clock, config) if valid else []
     else:
-        processed = _traced_process(events, valid, store, clock, config, tracing, parent_traceparent)
+        processed = _traced_process(events, valid, store, clock, config, tracing, delivery_traceparents)
     by_index = {i: outcome for (i, _), outcome in zip(valid, processed, strict=True)}
     outcomes = []
     for index, event in enumerate(events):
@@ -154,14 +155,15 @@ def _traced_process(
     clock: Clock,
     config: ProcessConfig,
     tracing: Tracing,
-    parent_traceparent: str | None,
+    delivery_traceparents: Sequence[str | None],
 ) -> list[ProcessOutcome]:
     from opentelemetry import trace
 
     spans = []
     for index, barrage in valid:
         own = events[index].attributes.get("traceparent")
-        parent = context_from(parent_traceparent if len(events) == 1 and parent_traceparent else own)
+        delivered = delivery_traceparents[index] if index < len(delivery_traceparents) else None
+        parent = context_from(delivered or own)
         span = tracing.tracer.start_span(
             tracing.config.process_span,
             context=parent,

@@ -36,8 +36,9 @@ CREATE TABLE IF NOT EXISTS barrages (
     flags TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS barrages_room_seq ON barrages (room, seq);
-CREATE INDEX IF NOT EXISTS barrages_room_sent_at ON barrages (room, sent_at);
+DROP INDEX IF EXISTS barrages_room_sent_at;
 """
+# (room, sent_at) was indexed once and never read: each index costs every write a page in the WAL.
 
 _COLUMNS = "seq, id, room, user, text, lane, colour, sent_at, processed_at, masked_words, truncated, flags"
 

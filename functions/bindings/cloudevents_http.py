@@ -14,18 +14,20 @@ every attribute and on the data of valid events.
 
 ``containerConcurrency`` (``CONTAINER_CONCURRENCY`` in the instance's environment) is enforced
 as Knative's queue-proxy does: that many requests run, ten times as many wait, and beyond that
-the answer is 503 at once. The function itself runs in a worker thread, never on the loop.
+the answer is 503 at once. The function itself runs on a bounded pool of threads, never on the
+loop. For a batch function, single-event requests (KafkaSource's way) that arrive while a call
+is running are run together in the next call, as a database's group commit: one store write for
+all of them, no added wait when there is no queue (``Combiner``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
-
-import anyio.to_thread
-from anyio import CapacityLimiter
 
 from functions.asgi import ASGIApp, Message, Receive, Scope, Send, lifespan
 from functions.records import (
@@ -39,12 +41,14 @@ from functions.records import (
 )
 
 if TYPE_CHECKING:
-    from functions.app import EventFunction
+    from functions.app import EventFunction, Invocation
+    from functions.records import Outcome
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
 MAX_BODY_BYTES = 32 * 1024 * 1024  # as FC's Kafka trigger's synchronous limit
 MAX_BATCH_EVENTS = 10_000
+MAX_COMBINED = 500  # records of one combined call, as the dispatcher's largest batch
 QUEUE_FACTOR = 10
 SHAPE = "cloudevents-http"
 
@@ -147,6 +151,50 @@ class ConcurrencyGate:
             self._admitted -= 1
 
 
+class Combiner:
+    """Runs single-record deliveries of a batch function: one call at a time, and every delivery
+    that arrived meanwhile (up to ``max_records``) goes into the next call. With no queue a
+    delivery runs at once and alone; under load the calls grow and the per-call costs (a store
+    transaction, a thread hand-off) are shared."""
+
+    def __init__(self, function: EventFunction[Any], executor: ThreadPoolExecutor,
+                 max_records: int = MAX_COMBINED) -> None:
+        self._function = function
+        self._executor = executor
+        self._max = max_records
+        self._waiting: list[tuple[Delivered, Invocation[Any], asyncio.Future[Outcome]]] = []
+        self._running = False
+
+    async def run(self, item: Delivered, invocation: Invocation[Any]) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, invocation, future))
+        if not self._running:
+            self._start()
+        return await asyncio.shield(future)  # a cancelled request must not cancel the others' call
+
+    def _start(self) -> None:
+        taken, self._waiting = self._waiting[:self._max], self._waiting[self._max:]
+        self._running = True
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self._executor, self._function.run_combined,
+                                    [(item, invocation) for item, invocation, _ in taken])
+        call.add_done_callback(lambda done: self._finish(taken, done))
+
+    def _finish(self, taken: list[tuple[Delivered, Invocation[Any], asyncio.Future[Outcome]]],
+                done: asyncio.Future[list[Outcome]]) -> None:
+        self._running = False
+        error = done.exception()
+        for index, (_, _, future) in enumerate(taken):
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(done.result()[index])
+        if self._waiting:
+            self._start()
+
+
 async def read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
@@ -184,11 +232,16 @@ def sink_app(function: EventFunction[Any], *, concurrency: int | None = None,
     limit = concurrency if concurrency is not None else (int(raw) if raw.isdigit() else 0)
     gate = ConcurrencyGate(limit)
     # Worker threads for the (blocking) function: the running requests, never more.
-    threads = CapacityLimiter(limit or 40)
+    executor = ThreadPoolExecutor(max_workers=limit or 40, thread_name_prefix=f"{function.name}-call")
+    combiner = Combiner(function, executor) if function.batch else None
+
+    def shutdown() -> None:
+        function.app.reset()
+        executor.shutdown(wait=False)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await lifespan(receive, send, function.app.reset)
+            await lifespan(receive, send, shutdown)
             return
         if scope["type"] != "http":
             return
@@ -210,13 +263,7 @@ def sink_app(function: EventFunction[Any], *, concurrency: int | None = None,
                     raise BadDelivery(f"body is larger than {max_body_bytes} bytes", 413)
                 body = await read_body(receive, max_body_bytes)
                 delivered, batch = decode(headers, body)
-
-                def run() -> BatchReport:  # in a worker thread: the first call builds the dependencies
-                    invocation = function.invocation(SHAPE, headers=headers, batch=batch,
-                                                     request_id=headers.get("ce-id", ""))
-                    return function.run(delivered, invocation)
-
-                report = await anyio.to_thread.run_sync(run, limiter=threads)
+                report = await _call(function, executor, combiner, delivered, batch, headers)
         except QueueFull as exc:
             await respond_json(send, 503, error(503, str(exc)))
             return
@@ -230,3 +277,21 @@ def sink_app(function: EventFunction[Any], *, concurrency: int | None = None,
         await respond_json(send, status, payload)
 
     return app
+
+
+async def _call(function: EventFunction[Any], executor: ThreadPoolExecutor, combiner: Combiner | None,
+                delivered: list[Delivered], batch: bool, headers: dict[str, str]) -> BatchReport:
+    """The function's report on one request's records, computed off the loop."""
+    loop = asyncio.get_running_loop()
+
+    def invocation_() -> Invocation[Any]:
+        return function.invocation(SHAPE, headers=headers, batch=batch, request_id=headers.get("ce-id", ""))
+
+    # The first invocation builds the dependencies, which blocks: that one is made in a worker.
+    built = function.app.instance().built
+    invocation = invocation_() if built else await loop.run_in_executor(executor, invocation_)
+    if combiner is not None and not batch:
+        outcome = await combiner.run(delivered[0], invocation)
+        return BatchReport.of([(delivered[0].id, outcome)])
+    context = contextvars.copy_context()
+    return await loop.run_in_executor(executor, context.run, function.run, delivered, invocation)

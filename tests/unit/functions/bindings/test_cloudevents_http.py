@@ -5,22 +5,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from cloudevents.http import from_http
 
-from functions.app import App, Record, reject, retry
+from functions.app import App, Record, Reject, reject, retry
 from functions.asgi import HttpRequest, call
 from functions.bindings.cloudevents_http import (
     BadDelivery,
+    Combiner,
     ConcurrencyGate,
     QueueFull,
     decode,
     sink_app,
     status_of,
 )
-from functions.records import BatchReport, Undecodable, ok
+from functions.records import BatchReport, Undecodable, ok, record_from_attributes
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 BINARY = {"ce-specversion": "1.0", "ce-id": "e1", "ce-source": "/s", "ce-type": "t.x", "ce-subject": "sub",
@@ -162,3 +164,78 @@ def test_the_sink_refuses_oversize_bodies() -> None:
     request = HttpRequest("POST", "/", "/", "", list(BINARY.items()), b"x" * 2048)
     response = asyncio.run(call(sink_app(take, max_body_bytes=1024), request))
     assert response.status == 413 and b"larger than 1024 bytes" in response.body
+
+
+# -- per-event requests of a batch function, run together -------------------------------------
+
+combined_app: App[None] = App("sink-combined-test", module=__name__, environ={})
+calls: list[list[tuple[str, str | None]]] = []
+
+
+@combined_app.event("tally", batch=True)
+def tally(records: Any, invocation: Any) -> Any:
+    """Records each call's (id, delivery traceparent); a ``poison`` record fails the whole call."""
+    calls.append([(r.id, invocation.delivery_headers(i).get("traceparent")) for i, r in enumerate(records)])
+    if any(r.json().get("poison") for r in records):
+        raise Reject("poison in the batch")
+    return [ok() for _ in records]
+
+
+def binary(ident: str, data: dict[str, Any], traceparent: str | None = None) -> HttpRequest:
+    headers = {**BINARY, "ce-id": ident}
+    if traceparent:
+        headers["traceparent"] = traceparent
+    return HttpRequest("POST", "/", "/", "", list(headers.items()), json.dumps(data).encode())
+
+
+def run_concurrently(requests: list[HttpRequest], concurrency: int = 0) -> list[Any]:
+    async def scenario() -> list[Any]:
+        sink = sink_app(tally, concurrency=concurrency)
+        return list(await asyncio.gather(*(call(sink, request) for request in requests)))
+
+    _ = combined_app.instance().deps  # built: no request waits for the first build
+    calls.clear()
+    return asyncio.run(scenario())
+
+
+def test_waiting_single_event_requests_share_one_call() -> None:
+    parents = [f"00-{i:032x}-{i:016x}-01" for i in range(1, 9)]
+    responses = run_concurrently([binary(f"e{i}", {"n": i}, parents[i]) for i in range(8)])
+    assert [r.status for r in responses] == [200] * 8
+    assert [json.loads(r.body)["results"][0]["id"] for r in responses] == [f"e{i}" for i in range(8)]
+    # The first runs at once and alone; the seven that arrived meanwhile go together, each with
+    # the traceparent of its own request.
+    assert [len(c) for c in calls] == [1, 7]
+    assert [pair for c in calls for pair in c] == [(f"e{i}", parents[i]) for i in range(8)]
+
+
+def test_a_failure_of_a_combined_call_stays_with_its_record() -> None:
+    requests = [binary(f"e{i}", {"poison": i == 3}) for i in range(6)]
+    responses = run_concurrently(requests)
+    statuses = [r.status for r in responses]
+    assert statuses == [200, 200, 200, 400, 200, 200]
+    assert json.loads(responses[3].body)["error"]["message"] == "poison in the batch"
+    # The combined call failed, so each of its deliveries ran again on its own.
+    assert [len(c) for c in calls] == [1, 5, 1, 1, 1, 1, 1]
+
+
+def test_the_gate_still_bounds_what_is_combined() -> None:
+    responses = run_concurrently([binary(f"e{i}", {}) for i in range(6)], concurrency=2)
+    assert [r.status for r in responses] == [200] * 6
+    assert max(len(c) for c in calls) <= 2
+
+
+def test_combined_calls_are_capped() -> None:
+    async def scenario() -> list[int]:
+        executor = ThreadPoolExecutor(max_workers=1)
+        combiner = Combiner(tally, executor, max_records=3)
+        invocation = tally.invocation("test")
+        records = [record_from_attributes({"specversion": "1.0", "id": f"e{i}", "source": "/t", "type": "t"}, b"{}")
+                   for i in range(8)]
+        outcomes = await asyncio.gather(*(combiner.run(r, invocation) for r in records))
+        executor.shutdown()
+        return [1 if o.kind.value == "ok" else 0 for o in outcomes]
+
+    calls.clear()
+    assert asyncio.run(scenario()) == [1] * 8
+    assert [len(c) for c in calls] == [1, 3, 3, 1]

@@ -1,0 +1,159 @@
+"""The processor per event (issue 14): one binary CloudEvent per POST, against a yardstick, one run.
+
+wrk (Debian's ``wrk``), ``--threads`` threads and ``--connections`` keep-alive connections for
+``--duration`` s; every request is one binary-mode CloudEvent as a KafkaSource sends it, each
+with its own id (a Lua counter per wrk thread), so every one is a new row in SQLite. The
+processor runs as ``barrage up`` runs it (functions-framework ``--asgi``, the Knative manifest's
+``containerConcurrency``, its own SQLite file), with ``--workers`` worker processes side by
+side (1: ``barrage up``'s one instance; 2: the CPU count here, as the container's entrypoint
+sizes it). The connections stay within the queue-proxy's admission (``containerConcurrency`` x
+11 per worker), so no request is refused with 503. The yardstick is a function that returns
+"ok" on functions-framework's default server (Flask under gunicorn gthread), sent the same
+request. Rounds alternate; the ratio is per round, then the median. Afterwards each server's
+rows are counted against its 2xx answers (nothing answered 200 is missing).
+
+    .venv/bin/python bench/processor_events.py [--duration 10] [--rounds 3] [--workers 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _support import emit_json, median, processor_server, work_dir
+from homepage import _cpu_text, cpu_s, tree, wrk, yardstick
+
+# Each wrk thread numbers its requests; the ids are 26 Crockford base32 characters, as ULIDs.
+WRK_SCRIPT = """
+local counter = 0
+local next_thread = 0
+function setup(thread)  -- runs in wrk's main Lua state; sets a global in each thread's own state
+  next_thread = next_thread + 1
+  thread:set("thread_number", next_thread)
+end
+request = function()
+  counter = counter + 1
+  local id = string.format("01KDVQ6F%s%01d%015d", ROUND, thread_number, counter)
+  wrk.headers["ce-specversion"] = "1.0"
+  wrk.headers["ce-type"] = "barrage.sent"
+  wrk.headers["ce-source"] = "/barrage/homepage"
+  wrk.headers["ce-id"] = id
+  wrk.headers["ce-time"] = "2026-01-01T00:00:00Z"
+  wrk.headers["ce-subject"] = "room-1"
+  wrk.headers["ce-knativekafkapartition"] = "0"
+  wrk.headers["ce-knativekafkaoffset"] = tostring(counter)
+  wrk.headers["Content-Type"] = "application/json"
+  local body = '{"id":"' .. id .. '","room":"room-1","user":"wrk","text":"one barrage per event","sent_at":'
+    .. '1767225600000,"colour":null}'
+  return wrk.format("POST", "/", nil, body)
+end
+"""
+ROUND_LETTERS = "ABCDEFGHJKMNPQRSTVWXYZ"  # one per wrk run, so ids never repeat across runs
+
+
+def stored_rows(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        (count,) = connection.execute("SELECT COUNT(*) FROM barrages").fetchone()
+    return int(count)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", default="1,2")
+    args = parser.parse_args(argv)
+    workers = [int(w) for w in args.workers.split(",")]
+    names = [f"processor-{w}w" for w in workers]
+    runs = 0
+    with work_dir("bench-processor-events-") as work, contextlib.ExitStack() as stack:
+        def script() -> Path:
+            nonlocal runs
+            path = work / f"events-{runs}.lua"
+            path.write_text(WRK_SCRIPT.replace("ROUND", repr(ROUND_LETTERS[runs % len(ROUND_LETTERS)]) + " .. "
+                                               + repr(f"{runs // len(ROUND_LETTERS):01d}")), encoding="utf-8")
+            runs += 1
+            return path
+
+        urls: dict[str, str] = {}
+        processes: dict[str, list[int]] = {}
+        databases: dict[str, Path] = {}
+        answered = dict.fromkeys(names, 0)
+        for name, count in zip(names, workers, strict=True):
+            (work / name).mkdir()
+            databases[name] = work / name / "barrage.db"
+            url, child = stack.enter_context(processor_server(databases[name], work / name, workers=count))
+            urls[name], processes[name] = url, tree(child.process.pid)
+        stick, stick_child = stack.enter_context(yardstick(work))
+        urls["yardstick"], processes["yardstick"] = stick + "/", tree(stick_child.process.pid)
+        for name, url in urls.items():  # warm-up: connections, imports, the first SQLite writes
+            result = wrk(url, script(), args.threads, args.connections, 2)
+            if name != "yardstick":
+                answered[name] += result["requests"] - result["non_2xx"]
+        rounds: list[dict[str, Any]] = []
+        for index in range(args.rounds):
+            order = list(urls.items())
+            if index % 2:
+                order.reverse()
+            figures: dict[str, Any] = {}
+            for name, url in order:
+                before = {k: cpu_s(v) for k, v in processes.items()}
+                figures[name] = wrk(url, script(), args.threads, args.connections, args.duration)
+                used = {k: cpu_s(v) - before[k] for k, v in processes.items()}
+                figures[name]["cpu_ms_per_request"] = {k: 1000 * v / max(1, figures[name]["requests"])
+                                                       for k, v in used.items() if v > 0.05}
+                if name != "yardstick":
+                    answered[name] += figures[name]["requests"] - figures[name]["non_2xx"]
+            for name in names:
+                figures[name]["ratio"] = figures[name]["rate"] / figures["yardstick"]["rate"]
+            rounds.append(figures)
+            line = "; ".join(
+                f"{name} {figures[name]['rate']:,.0f}/s = {figures[name]['ratio']:.2f}x (p50 "
+                f"{figures[name]['latency_ms'].get('50', float('nan')):.1f} ms, p99 "
+                f"{figures[name]['latency_ms'].get('99', float('nan')):.1f} ms, non-2xx {figures[name]['non_2xx']}, "
+                f"CPU ms/request {_cpu_text(figures[name]['cpu_ms_per_request'])})" for name in names)
+            print(f"round {index + 1}: yardstick {figures['yardstick']['rate']:,.0f}/s (CPU ms/request "
+                  f"{_cpu_text(figures['yardstick']['cpu_ms_per_request'])}); {line}", flush=True)
+        stack.close()  # the servers stop: every accepted write is in its file
+        rows = {name: stored_rows(databases[name]) for name in names}
+    # A request cut off when wrk stops may be stored without being counted: at most one per connection.
+    slack = args.connections * (args.rounds + 1)
+    consistent = all(answered[n] <= rows[n] <= answered[n] + slack for n in names)
+    for name in names:
+        print(f"{name}: {answered[name]:,} answered 2xx, {rows[name]:,} rows stored", flush=True)
+    print(f"stored vs answered: {'consistent' if consistent else 'INCONSISTENT'} (at most {slack} uncounted "
+          f"in-flight per server)", flush=True)
+    per_config = {
+        name: {
+            "workers": count,
+            "rate": median([r[name]["rate"] for r in rounds]),
+            "ratio": median([r[name]["ratio"] for r in rounds]),
+            "p50_ms": median([r[name]["latency_ms"].get("50", float("nan")) for r in rounds]),
+            "p99_ms": median([r[name]["latency_ms"].get("99", float("nan")) for r in rounds]),
+            "cpu_ms_per_request": median([r[name]["cpu_ms_per_request"].get(name, 0.0) for r in rounds]),
+            "non_2xx": sum(r[name]["non_2xx"] for r in rounds),
+            "answered": answered[name], "stored": rows[name],
+        }
+        for name, count in zip(names, workers, strict=True)
+    }
+    emit_json({
+        "processor": per_config,
+        "yardstick": median([r["yardstick"]["rate"] for r in rounds]),
+        "yardstick_cpu_ms_per_request": median([r["yardstick"]["cpu_ms_per_request"].get("yardstick", 0.0)
+                                                for r in rounds]),
+        "consistent": consistent, "threads": args.threads, "connections": args.connections,
+        "duration_s": args.duration, "rounds": rounds,
+    })
+    return 0 if consistent else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
