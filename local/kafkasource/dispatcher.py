@@ -20,14 +20,12 @@
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import logging
 import queue
 import re
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -47,6 +45,7 @@ from local.kafkasource.mapping import (
     to_event,
     to_structured,
 )
+from local.kafkasource.sink_client import Reply, SinkClient
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -90,54 +89,6 @@ class Consumer(Protocol):
 
 class DeadLetterProducer(Protocol):
     def send(self, topic: str, record: Record, error_headers: dict[str, str]) -> None: ...
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An HTTP response from a sink."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-
-class SinkClient:
-    """HTTP/1.1 keep-alive connections, one per worker thread and origin."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self._local = threading.local()
-
-    def post(self, url: str, headers: dict[str, str], body: bytes) -> Reply:
-        parsed = urllib.parse.urlsplit(url)
-        origin = (parsed.scheme, parsed.hostname or "127.0.0.1", parsed.port)
-        connections: dict[Any, http.client.HTTPConnection] = self._local.__dict__.setdefault("connections", {})
-        path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
-        for attempt in (1, 2):
-            connection = connections.get(origin)
-            if connection is None:
-                factory = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
-                connection = factory(origin[1], origin[2], timeout=self.timeout_s)
-                connections[origin] = connection
-            try:
-                connection.request("POST", path, body=body, headers={**headers, "content-length": str(len(body))})
-                response = connection.getresponse()
-                data = response.read()
-                if response.getheader("connection", "").lower() == "close":
-                    connection.close()
-                    connections.pop(origin, None)
-                return Reply(response.status, tuple(response.getheaders()), data)
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                # A kept-alive connection the server closed meanwhile: one fresh try.
-                connection.close()
-                connections.pop(origin, None)
-                if attempt == 2:
-                    raise
-            except BaseException:
-                connection.close()
-                connections.pop(origin, None)
-                raise
-        raise AssertionError("unreachable")
 
 
 class OffsetTracker:
@@ -507,7 +458,7 @@ class Dispatcher:
         self.stats.add(requests=1)
         try:
             return self._client.post(url, headers, body), None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ValueError) as exc:
             return None, f"{type(exc).__name__}: {exc}"
 
     def _dead_letter_rejected(self, prepared: Sequence[_Prepared], reply: bytes) -> bool:
