@@ -230,7 +230,8 @@ def tables(results: dict[str, dict[str, Any] | None]) -> list[str]:
         out += ["### Processor per event (issue 14)", "",
                 f"One binary CloudEvent per POST, unique ids, wrk {events['threads']} threads, {events['connections']} "
                 f"connections (within the queue-proxy's admission), {events['duration_s']:g} s per run, rounds "
-                f"alternating; rows stored vs 2xx answered: {'consistent' if events['consistent'] else 'INCONSISTENT'}.",
+                "alternating; rows stored vs 2xx answered: "
+                f"{'consistent' if events['consistent'] else 'INCONSISTENT'}.",
                 "", "| server | req/s | ratio to yardstick | p50 ms | p99 ms | CPU ms/request | answered / stored |",
                 "|---|---:|---:|---:|---:|---:|---:|",
                 f"| yardstick: do-nothing function, functions-framework default (Flask, gunicorn gthread) | "

@@ -12,12 +12,12 @@ from local.kafkasource.dispatcher import (
     Dispatcher,
     DispatchOptions,
     OffsetTracker,
-    Reply,
     dead_letter_extensions,
     is_retryable,
 )
 from local.kafkasource.manifest import load_manifest
 from local.kafkasource.mapping import Record
+from local.kafkasource.sink_client import Reply
 
 MANIFEST = Path(__file__).resolve().parents[3] / "knative" / "kafkasource.yaml"
 
