@@ -40,6 +40,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
             ("tablestore_put", ["--count", "2000"]),
             ("homepage", ["--duration", "3", "--rounds", "1", "--viewers", "200", "--marks", "2"]),
             ("processor_events", ["--duration", "3", "--rounds", "1"]),
+            ("sink_client", ["--count", "300", "--rounds", "1"]),
         ]
     return [
         ("cold_start", ["--runs", "9"]),
@@ -52,6 +53,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
         ("tablestore_put", []),
         ("homepage", ["--duration", "10", "--rounds", "3", "--viewers", "1000", "--marks", "5"]),
         ("processor_events", ["--duration", "10", "--rounds", "3"]),
+        ("sink_client", ["--rounds", "3"]),
     ]
 
 
@@ -242,6 +244,13 @@ def tables(results: dict[str, dict[str, Any] | None]) -> list[str]:
                        f"{figures['p99_ms']:.1f} | {figures['cpu_ms_per_request']:.2f} | "
                        f"{figures['answered']:,} / {figures['stored']:,} |")
         out.append("")
+    client = results.get("sink_client")
+    if client:
+        out += ["### The dispatcher's HTTP client (issue 14)", "",
+                "| client | client CPU per POST (us, median) |", "|---|---:|",
+                f"| http.client | {client['http_client_us']:.0f} |",
+                f"| local.kafkasource.sink_client | {client['sink_client_us']:.0f} ({client['ratio']:.1f}x less) |",
+                ""]
     cold = results.get("cold_start")
     if cold:
         out += ["### Cold start: import time (issue 10)", "", "| module | ms (median) |", "|---|---:|"]

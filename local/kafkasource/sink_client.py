@@ -1,8 +1,8 @@
 """The dispatcher's HTTP/1.1 client: keep-alive POSTs to a sink, one connection per thread and origin.
 
 Written out on a socket rather than taken from ``http.client``: per event the dispatcher sends
-one small POST and reads one small reply, and ``http.client`` spends about four times the CPU
-on it (its header parsing goes through the ``email`` package); measured in bench/dispatcher.py.
+one small POST and reads one small reply, and ``http.client`` spends two to three times the CPU
+on it (its header parsing goes through the ``email`` package); bench/sink_client.py measures it.
 What a sink may answer is all read: a ``Content-Length`` body, a chunked one, one that ends
 with the connection, and no body at all (HEAD-less POST: 1xx interim answers are skipped, 204
 and 304 carry none). ``timeout_s`` bounds the whole exchange, as KafkaSource's
