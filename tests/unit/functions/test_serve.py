@@ -114,14 +114,14 @@ def test_the_header_deadline_expires_once_and_ends_the_clock() -> None:
         await asyncio.sleep(0.03)
         clock.headers_begin()  # more bytes of the same request: the deadline does not move
         await asyncio.sleep(0.05)
-        assert clock.phase is Phase.CLOSED
+        assert clock.phase == Phase.CLOSED
         return recorder.expired
 
     assert asyncio.run(scenario()) == ["headers"]
 
 
 def test_headers_in_time_then_a_body_that_keeps_coming() -> None:
-    async def scenario() -> tuple[list[str], Phase]:
+    async def scenario() -> tuple[list[str], int]:
         recorder = Recorder()
         clock = clock_for(asyncio.get_running_loop(), recorder)
         clock.headers_begin()
