@@ -1,7 +1,8 @@
 """``/healthz`` while 300 half-open connections are held (issue 14: "answers within 100 ms").
 
 The HomePage runs exactly as ``barrage up`` starts it (argv and environment from local.stack:
-functions-framework's ASGI app under ``functions.serve``, one worker, the default limits). First
+functions-framework's ASGI app under ``functions.serve``, one worker, the default limits; the
+in-process bus, as ``/healthz`` touches neither Kafka nor the store). First
 ``--probes`` health probes with nothing else open (the yardstick of the same server, same run),
 then ``--connections`` connections each send half a request (the request line and one header,
 never the blank line), half of them trickling one more header byte every second as slowloris

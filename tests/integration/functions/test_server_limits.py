@@ -205,6 +205,19 @@ def _length(data: bytes) -> int:
     return 0
 
 
+def test_pipelined_requests_are_answered_and_a_partial_one_after_them_gets_408(server: Server) -> None:
+    body = b"z" * 100
+    with server.connect() as connection:
+        connection.sendall(request_bytes("GET", "/healthz") + request_bytes("POST", "/read", body,
+                                                                             Content_Length=str(len(body)))
+                           + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        response, waited = read_until_closed(connection, DEADLINE_S + SLACK_S + 5)
+    answers = response.split(b"HTTP/1.1 ")[1:]
+    assert [int(a.split(b" ", 1)[0]) for a in answers] == [200, 200, 408], response
+    assert b'{"bytes": 100}' in answers[1]
+    assert waited <= DEADLINE_S + SLACK_S
+
+
 def test_oversized_headers_get_431(server: Server) -> None:
     with server.connect() as connection:
         connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
