@@ -183,7 +183,7 @@ def base_env() -> dict[str, str]:
 @contextlib.contextmanager
 def processor_server(db: Path, log_dir: Path, container_concurrency: int | None = None,
                      threads: int | None = None, workers: int = 1) -> Iterator[tuple[str, Child]]:
-    """The processor exactly as ``barrage up`` runs it (functions-framework + gunicorn, same env)."""
+    """The processor exactly as ``barrage up`` runs it (functions-framework's app under functions.serve, same env)."""
     from local.stack import StackOptions, stack_specs
 
     port = free_port()

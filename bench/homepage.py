@@ -2,7 +2,7 @@
 
 POST: wrk (Debian's ``wrk``; ``apt-get install wrk``), ``--threads`` threads and ``--connections``
 keep-alive connections for ``--duration`` s, every request one barrage POSTed to the HomePage as
-``barrage up`` runs it (``functions-framework --asgi``, uvicorn on uvloop and httptools), which
+``barrage up`` runs it (functions-framework's ASGI app, uvicorn on uvloop and httptools), which
 publishes it to the bundled broker with acks=all before answering 202. ``--workers 1,2``
 measures it with one worker process (``barrage up``'s default) and with two (``WORKERS=2``, one
 per core here), side by side. The yardstick is a
@@ -103,8 +103,9 @@ def yardstick(work: Path) -> Iterator[tuple[str, Child]]:
 
 
 def worker_pid(child: Child) -> int:
-    """The server process that serves requests: the deepest functions-framework process (gunicorn's worker)."""
-    pids = [p for p in [child.process.pid, *descendants(child.process.pid)] if "functions_framework" in _cmdline(p)]
+    """The server process that serves requests: the deepest server process (a worker, if there are several)."""
+    pids = [p for p in [child.process.pid, *descendants(child.process.pid)]
+            if "functions.serve" in _cmdline(p) or "spawn_main" in _cmdline(p)]
     return max(pids, key=lambda p: len(_ancestry(p)))
 
 

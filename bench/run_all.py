@@ -41,6 +41,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
             ("homepage", ["--duration", "3", "--rounds", "1", "--viewers", "200", "--marks", "2"]),
             ("processor_events", ["--duration", "3", "--rounds", "1"]),
             ("sink_client", ["--count", "300", "--rounds", "1"]),
+            ("half_open", ["--probes", "100", "--yardstick-probes", "2"]),
         ]
     return [
         ("cold_start", ["--runs", "9"]),
@@ -54,6 +55,7 @@ def plan(quick: bool) -> list[tuple[str, list[str]]]:
         ("homepage", ["--duration", "10", "--rounds", "3", "--viewers", "1000", "--marks", "5"]),
         ("processor_events", ["--duration", "10", "--rounds", "3"]),
         ("sink_client", ["--rounds", "3"]),
+        ("half_open", ["--connections", "300", "--probes", "300"]),
     ]
 
 
@@ -132,6 +134,14 @@ def targets(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, str, s
             rows.append((f"processor per event (binary CloudEvent, unique ids, SQLite), {workers} worker"
                          f"{'s' * (workers > 1)}, vs do-nothing functions-framework function (default server)",
                          ">= 2.0x", f"{figures['ratio']:.2f}x", "met" if figures["ratio"] >= 2.0 else "NOT met"))
+    half = results.get("half_open")
+    if half:
+        held, closed = half["held"], half["closes"]["silent"]
+        rows.append((f"with {half['connections']} half-open connections, /healthz answers within 100 ms",
+                     "p99 <= 100 ms, no probe fails",
+                     f"p50 {_f(held['p50_ms'], 1)} / p99 {_f(held['p99_ms'], 1)} / max {_f(held['max_ms'], 1)} ms, "
+                     f"{held['failures']} failed of {held['probes']}; the half-open closed (408) after "
+                     f"{_f(closed['median_s'], 1)} s", "met" if half["met"] else "NOT met"))
     cold = results.get("cold_start")
     if cold:
         for module, ms in cold["ms"].items():
@@ -251,6 +261,28 @@ def tables(results: dict[str, dict[str, Any] | None]) -> list[str]:
                 f"| http.client | {client['http_client_us']:.0f} |",
                 f"| local.kafkasource.sink_client | {client['sink_client_us']:.0f} ({client['ratio']:.1f}x less) |",
                 ""]
+    half = results.get("half_open")
+    if half:
+        out += [f"### /healthz with {half['connections']} half-open connections held (issue 14)", "",
+                "Probes: a new connection each, `GET /healthz`, connect to last byte; the HomePage as `barrage up` "
+                "runs it (one worker, default limits). Half of the half-open connections trickle a header byte a "
+                f"second. Load average {half['load_before'][0]:.1f} before the run.", "",
+                "| server, state | probes | failed | p50 ms | p99 ms | max ms |", "|---|---:|---:|---:|---:|---:|"]
+        for name, figures in (("HomePage, nothing else open (same run)", half["idle"]),
+                              (f"HomePage, {half['connections']} half-open held", half["held"])):
+            out.append(f"| {name} | {figures['probes']} | {figures['failures']} | {_f(figures['p50_ms'], 1)} | "
+                       f"{_f(figures['p99_ms'], 1)} | {_f(figures['max_ms'], 1)} |")
+        stick = half.get("yardstick")
+        if stick:
+            out.append(f"| yardstick: do-nothing function, functions-framework default (Flask, gunicorn gthread), "
+                       f"{half['connections']} half-open held | {stick['held']['probes']} | "
+                       f"{stick['held']['failures']} (no answer within {stick['timeout_s']:g} s) | | | |")
+        out += ["", "| half-open group | closed by the server | answered 408 | closed after (min / median / max s) |",
+                "|---|---:|---:|---:|"]
+        for name, group in half["closes"].items():
+            out.append(f"| {name} | {group['closed']} of {group['count']} | {group['answered_408']} | "
+                       f"{_f(group['min_s'], 1)} / {_f(group['median_s'], 1)} / {_f(group['max_s'], 1)} |")
+        out.append("")
     cold = results.get("cold_start")
     if cold:
         out += ["### Cold start: import time (issue 10)", "", "| module | ms (median) |", "|---|---:|"]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from functions.asgi import ASGIApp, HttpRequest, HttpResponse, LoopThread, call
-from functions.bindings import EventShape, HttpShape, InvalidInvocation, parse_payload, pick
+from functions.bindings import EventShape, HttpShape, InvalidInvocation, RequestRefused, parse_payload, pick
 from functions.bindings.api_gateway import ApiGatewayEvent
 from functions.bindings.direct import CloudEventInvocation, DirectInvocation
 from functions.bindings.fc2_wsgi import Fc2Wsgi
@@ -279,7 +279,10 @@ class HttpFunction(Generic[D]):
         shape = pick(self.shapes, payload, context, self.name)
         fc_context = payload.get("fc.context") if shape is Fc2Wsgi else context
         self.app.instance().credentials.observe(fc_context)
-        request = shape.request(payload, context)
+        try:
+            request = shape.request(payload, context)
+        except RequestRefused as exc:  # e.g. a body over the limit: a 4xx, the app not called
+            return shape.respond(exc.response(), payload, context)
         return shape.respond(self.handle(request), payload, context)
 
     @property

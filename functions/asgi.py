@@ -1,7 +1,7 @@
 """ASGI plumbing the bindings share: a request as an ASGI scope, one call collected, a loop per process.
 
-HTTP functions are ASGI apps. A server (uvicorn under functions-framework ``--asgi`` or the
-custom container) calls them directly; FC's built-in runtimes hand over one request at a time
+HTTP functions are ASGI apps. A server (``functions.serve``: functions-framework's ASGI app or the
+custom container, under uvicorn) calls them directly; FC's built-in runtimes hand over one request at a time
 as an event (FC 3.0) or a WSGI environ (FC 2.0), so ``call`` runs the app for that request on
 one long-lived event loop per process (``LoopThread``): state the app keeps on its loop
 (clients, background tasks) survives between invocations, as it would under a server.

@@ -4,14 +4,16 @@
 function to serve (an app may accept other names for it, e.g. barrage's seed ``ROLE``, through
 ``App(aliases=...)`` and ``App(target_env=...)``). ``WORKLOAD_CLASS`` picks the server:
 
-- ``knative`` (default): functions-framework ``--asgi`` (uvicorn workers under gunicorn) on
-  ``$PORT``, default 8080;
+- ``knative`` (default): functions-framework's ASGI app (what ``functions-framework --asgi``
+  serves) on ``$PORT``, default 8080;
 - ``fc``: the Function Compute custom-container server (``x-fc-*`` contract, ``/invoke``,
-  ``/initialize``) under uvicorn, on ``FC_SERVER_PORT`` / ``CAPort`` / ``PORT``, default 9000.
+  ``/initialize``) on ``FC_SERVER_PORT`` / ``CAPort`` / ``PORT``, default 9000.
 
-Workers default to the CPU count (``WORKERS`` overrides). ``HOST`` defaults to 0.0.0.0 (FC fails
-with FunctionNotStarted on 127.0.0.1). The server replaces this process (exec), so it is PID 1
-and gets SIGTERM directly. A bad value exits with code 2 and one line on stderr.
+Both run under ``functions.serve``: uvicorn with its workers (the CPU count; ``WORKERS``
+overrides), a connection cap and deadlines for reading requests (``SERVER_*``, checked here).
+``HOST`` defaults to 0.0.0.0 (FC fails with FunctionNotStarted on 127.0.0.1). The server
+replaces this process (exec), so it is PID 1 and gets SIGTERM directly. A bad value exits with
+code 2 and one line on stderr.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from functions.serve import ServeError, ServerOptions, uvicorn_argv
+from functions.serve import ServeError, ServerOptions, container_argv, functions_framework_argv
 from functions.targets import APP_ENV, SOURCE_FILE, AppNotFound, load_app
 
 WORKLOAD_CLASSES = ("knative", "fc")
@@ -82,11 +84,10 @@ def plan(environ: Mapping[str, str], python: str = sys.executable) -> Launch:
     env = {APP_ENV: spec, "FUNCTION_TARGET": name, "WORKERS": str(options.workers)}
     if workload_class == "knative":
         port = _port(environ, ("PORT",), KNATIVE_PORT)
-        argv = (python, "-m", "functions_framework", "--asgi", "--source", SOURCE_FILE, "--target", name,
-                "--host", host, "--port", str(port))
+        argv = tuple(functions_framework_argv(python, SOURCE_FILE, name, host, port))
     else:
         port = _port(environ, ("FC_SERVER_PORT", "CAPort", "PORT"), FC_PORT)
-        argv = tuple(uvicorn_argv(python, host, port, options))
+        argv = tuple(container_argv(python, host, port))
     return Launch(name, workload_class, host, port, argv, env)
 
 

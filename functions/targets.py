@@ -1,8 +1,10 @@
-"""A functions-framework source for any app: ``functions-framework --asgi --source <this file> --target NAME``.
+"""A functions-framework source for any app: ``--source <this file> --target NAME``.
 
 ``FUNCTIONS_APP`` names the app (``package.module`` holding an ``App`` as ``app``, or
 ``package.module:attribute``); the target is the function's name. ``barrage run`` and the
-container's entrypoint start functions-framework this way, so no app needs a file of targets.
+container's entrypoint serve functions-framework's ASGI app of this file
+(``python -m functions.serve functions-framework``; ``functions-framework --asgi`` serves it too,
+without the server's limits), so no app needs a file of targets.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """``barrage up --app MODULE``: any app's functions locally, from its declaration.
 
     broker (Tansu, the triggers' topics) -> dispatcher per Kafka trigger (KafkaSource-compatible,
-    from the KafkaSource the declaration renders) -> the event function (functions-framework --asgi)
-    HTTP functions (functions-framework --asgi), each on its own port, KAFKA_SERVER set for all
+    from the KafkaSource the declaration renders) -> the event function (functions-framework's app)
+    HTTP functions (functions-framework's ASGI app), each on its own port, KAFKA_SERVER set for all
+
+Every function runs under ``functions.serve``, as Knative runs it.
 
 ``MODULE`` holds the declaration as ``DEPLOYMENT`` (a ``functions.declaration.Deployment``) and
 names the app its functions belong to through their FC handlers (``module.function``).
@@ -19,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from functions.declaration import Deployment, KafkaTrigger
+from functions.serve import functions_framework_argv
 from functions.targets import SOURCE_FILE
 from local.supervisor import ChildSpec
 
@@ -70,7 +73,7 @@ def _cli(*args: str) -> list[str]:
 
 def app_stack_specs(deployment: Deployment, options: AppStackOptions) -> tuple[list[ChildSpec], dict[str, str]]:
     from local.render import kafka_source_document
-    from local.stack import broker_ready
+    from local.stack import broker_ready, server_env
 
     module = app_module(deployment)
     data_dir = options.data_dir.resolve()
@@ -89,10 +92,9 @@ def app_stack_specs(deployment: Deployment, options: AppStackOptions) -> tuple[l
     sinks: dict[str, str] = {}
     for index, function in enumerate(deployment.functions):
         port = options.port + index
-        env = {"FUNCTIONS_APP": module, "KAFKA_SERVER": bootstrap, "WORKERS": "1",
+        env = {**server_env("1"), "FUNCTIONS_APP": module, "KAFKA_SERVER": bootstrap,
                "CONTAINER_CONCURRENCY": str(function.scaling.concurrency)}
-        argv = [sys.executable, "-m", "functions_framework", "--asgi", "--source", SOURCE_FILE,
-                "--target", function.role, "--host", "127.0.0.1", "--port", str(port)]
+        argv = functions_framework_argv(sys.executable, SOURCE_FILE, function.role, "127.0.0.1", port)
         specs.append(ChildSpec(function.role, argv, env=env, ready=_listening(port), ports=(port,)))
         urls[function.role] = f"http://127.0.0.1:{port}/"
         sinks[function.service] = urls[function.role]

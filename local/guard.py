@@ -7,7 +7,7 @@ platform: every watched group that is still the one recorded gets SIGKILL, and s
 every process carrying the run's token, grandchildren that left their group included.
 
 The children's parent-death signal already ends the direct children on Linux; this ends what
-they started (gunicorn workers holding a stream, Tansu) and is all there is elsewhere.
+they started (server workers holding a stream, Tansu) and is all there is elsewhere.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``barrage serve``: one function of an app, as a platform's container runs it.
 
-The same plan as the image's entrypoint (``functions.entrypoint``): functions-framework
-``--asgi`` for Knative, the custom-container server under uvicorn for Function Compute.
+The same plan as the image's entrypoint (``functions.entrypoint``): functions-framework's ASGI
+app for Knative, the custom-container server for Function Compute, both under ``functions.serve``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ BARRAGE_APP = "functions.barrage_app"
 @click.command()
 @click.option("--workload-class", "workload_class", type=click.Choice(["fc", "knative"]), required=True,
               help="fc: Function Compute custom container (x-fc-* contract, /invoke, /initialize); "
-                   "knative: functions-framework --asgi.")
+                   "knative: functions-framework's ASGI app.")
 @click.option("--app", "app_spec", default=BARRAGE_APP, show_default=True,
               help="The app: a module holding an App as `app`, or module:attribute.")
 @click.option("--function", "--role", "function", default="homepage", show_default=True,

@@ -1,7 +1,7 @@
 """The local topology that ``barrage up`` runs, each part a child process.
 
-    broker (Tansu) -> dispatcher (KafkaSource-compatible) -> processor (functions-framework)
-    HomePage (functions-framework --asgi) -> broker;  HomePage and processor -> store
+    broker (Tansu) -> dispatcher (KafkaSource-compatible) -> processor (functions-framework's app)
+    HomePage (functions-framework's ASGI app) -> broker;  HomePage and processor -> store
     store: a SQLite file, or the Tablestore emulator (``--store tablestore``)
 
 ``--bus memory`` keeps the single-process mode: the HomePage processes in-process.
@@ -11,6 +11,7 @@ that runs; ``prepare_stack`` stops whatever an earlier stack on that directory l
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from typing import IO, Any
 
 import yaml
 
+from functions.serve import functions_framework_argv
 from local.runfile import RUN_FILE_NAME, RunFileError, stop_previous_stack
 from local.supervisor import ChildSpec, StackError, Supervisor
 
@@ -39,7 +41,7 @@ class StackOptions:
     bus: str = "kafka"  # kafka: the whole topology; memory: the HomePage alone
     store: str = "sqlite"  # sqlite | tablestore (the emulator)
     processor_port: int = 8081
-    processors: int = 1  # processor instances (gunicorn workers), as pods behind one Service
+    processors: int = 1  # processor instances (server workers), as pods behind one Service
     broker_port: int = 9092
     tablestore_port: int = 8089
     fc_port: int | None = None  # also run the local FC API
@@ -68,9 +70,17 @@ def container_concurrency_from_manifests(directory: Path = KNATIVE_DIR, default:
 
 
 def _ff(target: str, host: str, port: int) -> list[str]:
-    # Every target is an ASGI app, served by functions-framework's ASGI mode (uvicorn).
-    return [sys.executable, "-m", "functions_framework", "--asgi", "--source", str(FUNCTIONS_SOURCE),
-            "--target", target, "--host", host, "--port", str(port)]
+    # Every target is an ASGI app: functions-framework's ASGI app under our server, as Knative runs it.
+    return functions_framework_argv(sys.executable, FUNCTIONS_SOURCE, target, host, port)
+
+
+def server_env(workers: str | None = None) -> dict[str, str]:
+    """The servers' settings the stack gives its functions (the environment's own win where it has them)."""
+    env = {"WORKERS": workers or os.environ.get("WORKERS", "1"),
+           # A stop is quick locally (SIGINT, then SIGKILL after KILL_AFTER_S): open event streams
+           # are cut after a second rather than the 30 s a platform's SIGTERM gives them.
+           "SERVER_GRACEFUL_TIMEOUT_S": os.environ.get("SERVER_GRACEFUL_TIMEOUT_S", "1")}
+    return env
 
 
 def _barrage(*args: str) -> list[str]:
@@ -123,7 +133,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
     if options.bus == "memory":
         specs.append(ChildSpec(
             "homepage", _ff("homepage", options.host, options.port),
-            env={**store_env, "BARRAGE_BUS": "memory", "ROLE": "homepage"},
+            env={**store_env, **server_env(), "BARRAGE_BUS": "memory", "ROLE": "homepage"},
             health_url=f"http://{local}:{options.port}/healthz", ports=(options.port,), stop_signal=signal.SIGINT,
         ))
         urls["homepage"] = f"http://{local}:{options.port}/"
@@ -146,8 +156,8 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
     processor_url = f"http://127.0.0.1:{options.processor_port}/"
     specs.append(ChildSpec(
         "processor", _ff("processor", "127.0.0.1", options.processor_port),
-        env={**store_env, "ROLE": "processor", "CONTAINER_CONCURRENCY": str(concurrency),
-             "WORKERS": str(options.processors)},
+        env={**store_env, **server_env(str(options.processors)), "ROLE": "processor",
+             "CONTAINER_CONCURRENCY": str(concurrency)},
         health_url=f"{processor_url}healthz", ports=(options.processor_port,),
     ))
     urls["processor"] = processor_url
@@ -159,7 +169,7 @@ def stack_specs(options: StackOptions) -> tuple[list[ChildSpec], dict[str, str]]
     specs.append(ChildSpec("dispatcher", dispatch, env={"KAFKA_SERVER": bootstrap}))
     specs.append(ChildSpec(
         "homepage", _ff("homepage", options.host, options.port),
-        env={**store_env, "KAFKA_SERVER": bootstrap, "BARRAGE_BUS": "kafka", "ROLE": "homepage"},
+        env={**store_env, **server_env(), "KAFKA_SERVER": bootstrap, "BARRAGE_BUS": "kafka", "ROLE": "homepage"},
         health_url=f"http://{local}:{options.port}/healthz", ports=(options.port,), stop_signal=signal.SIGINT,
     ))
     urls["homepage"] = f"http://{local}:{options.port}/"

@@ -62,8 +62,9 @@ class ChildSpec:
     restart: bool = True
     startup_timeout_s: float = 30.0
     # Sent to the child's whole process group on stop; the group gets SIGKILL at the deadline.
-    # gunicorn drains open requests on SIGTERM, which waits out Server-Sent Event streams;
-    # SIGINT is its quick shutdown (and Tansu's).
+    # A server drains open requests on SIGTERM, which waits out Server-Sent Event streams (the
+    # stack gives its servers one second for that: SERVER_GRACEFUL_TIMEOUT_S); SIGINT is Tansu's
+    # quick shutdown.
     stop_signal: int = signal.SIGTERM
 
 

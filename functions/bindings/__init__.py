@@ -6,7 +6,8 @@ Users add their own by passing ``shapes=`` when they declare a function.
 
 ``HttpShape``: an HTTP request carried as an event (FC 3.0 HTTP trigger, API Gateway, FC 2.0
 WSGI) becomes an ``HttpRequest`` for the ASGI app, and the app's ``HttpResponse`` becomes what
-the platform expects back. ``EventShape``: an event delivery (FC Kafka trigger through
+the platform expects back; a request it cannot hand over raises ``RequestRefused`` (answered
+with its 4xx, the app not called). ``EventShape``: an event delivery (FC Kafka trigger through
 EventBridge, a single CloudEvent, a direct invocation) becomes records, and the per-record
 report becomes the platform's answer (a return value, or an exception so that it retries).
 Servers (the custom container, CloudEvents over HTTP, functions-framework) are in
@@ -25,6 +26,19 @@ from functions.records import BatchReport, Delivered
 
 class InvalidInvocation(ValueError):
     """No shape recognises the invocation, or it is not even JSON; the message says what was seen."""
+
+
+class RequestRefused(ValueError):
+    """An HTTP shape cannot hand the request to the app (its body is over the limit, its length is not a
+    number): the client gets ``status`` with the layer's JSON error, and the app is not called."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def response(self) -> HttpResponse:
+        body = json.dumps({"error": {"status": self.status, "message": str(self)}}).encode()
+        return HttpResponse(self.status, [("content-type", "application/json"), ("connection", "close")], body)
 
 
 class HttpShape(Protocol):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 
 from functions.asgi import ASGIApp, Receive, Scope, Send, call, lifespan
-from functions.bindings import InvalidInvocation, parse_payload, pick
+from functions.bindings import InvalidInvocation, RequestRefused, parse_payload, pick
 from functions.bindings.cloudevents_http import BadDelivery, read_body, respond_json, sink_app
 from functions.fc import context_from_headers, error_document, serialise
 
@@ -58,7 +58,12 @@ def container_app(function: AppFunction) -> ASGIApp:
                 payload = parse_payload(body)
                 shape = pick(function.shapes, payload, context, function.name)
                 function.app.instance().credentials.observe(context)
-                response = await call(function.asgi(), shape.request(payload, context))
+                try:
+                    request = shape.request(payload, context)
+                except RequestRefused as exc:
+                    response = exc.response()
+                else:
+                    response = await call(function.asgi(), request)
                 result: Any = shape.respond(response, payload, context)
             else:
                 result = await anyio.to_thread.run_sync(function, body, context)

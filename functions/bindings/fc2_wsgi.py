@@ -3,6 +3,11 @@
 The ASGI app sees the request the environ describes; the FC context the runtime puts in the
 environ (``fc.context``) reaches the app as ``scope["fc.context"]``. FC 2.0 answers with the
 whole response, so it is collected before ``start_response`` is called.
+
+The body is read from ``wsgi.input`` up to ``Fc2Wsgi.max_body_bytes`` (FC's own limit for a
+synchronous request, 32 MiB; a subclass may lower it): a declared length past it answers 413
+before anything is read, and a body without a length (chunked) is read in bounded chunks and
+answers 413 as soon as it passes the limit, so no more than the limit is ever held.
 """
 
 from __future__ import annotations
@@ -13,14 +18,35 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from functions.asgi import HttpRequest, HttpResponse
+from functions.bindings import RequestRefused
+
+MAX_BODY_BYTES = 32 * 1024 * 1024  # FC's limit for a synchronous request's body
+READ_BYTES = 64 * 1024
 
 
-def _body(environ: Mapping[str, Any]) -> bytes:
+def read_body(environ: Mapping[str, Any], limit: int) -> bytes:
+    """``wsgi.input`` whole, never more than ``limit`` bytes of it; ``RequestRefused`` (400, 413) otherwise."""
     stream = environ.get("wsgi.input")
     if stream is None:
         return b""
-    length = str(environ.get("CONTENT_LENGTH") or "").strip()
-    return bytes(stream.read(int(length))) if length.isdigit() else bytes(stream.read())
+    declared = str(environ.get("CONTENT_LENGTH") or "").strip()
+    if declared and not (declared.isascii() and declared.isdigit()):
+        raise RequestRefused(400, f"Content-Length is not a number: {declared[:40]!r}")
+    if declared and int(declared) > limit:
+        raise RequestRefused(413, f"body is larger than {limit} bytes")
+    # Without a length (chunked), read until the stream ends; with one, that many bytes at most.
+    wanted = int(declared) if declared else limit + 1
+    chunks: list[bytes] = []
+    size = 0
+    while size < wanted:
+        chunk = bytes(stream.read(min(READ_BYTES, wanted - size)))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestRefused(413, f"body is larger than {limit} bytes")
+    return b"".join(chunks)
 
 
 def _headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -34,6 +60,7 @@ def _headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 class Fc2Wsgi:
     name: ClassVar[str] = "fc2-wsgi"
+    max_body_bytes: ClassVar[int] = MAX_BODY_BYTES
 
     @classmethod
     def infer(cls, event: Any, context: Any) -> bool:
@@ -53,7 +80,7 @@ class Fc2Wsgi:
             raw_path=raw_uri.split("?", 1)[0],
             query_string=str(event.get("QUERY_STRING") or ""),
             headers=_headers(event),
-            body=_body(event),
+            body=read_body(event, cls.max_body_bytes),
             client=(remote, 0) if remote else None,
             server=(str(event.get("SERVER_NAME") or "FCRUNTIME"), int(port) if port.isdigit() else 9000),
             scheme=str(event.get("wsgi.url_scheme") or "http"),

@@ -1,4 +1,4 @@
-"""Browser tests against a real HomePage process: functions-framework --asgi on a free loopback port.
+"""Browser tests against a real HomePage process, as ``barrage up`` runs it, on a free loopback port.
 
 Chromium is Debian's (/usr/bin/chromium); Playwright's own browser download is not used.
 On failure, a screenshot of the page goes to artifacts/<test>.png.
@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from functions.serve import functions_framework_argv
+from local.stack import server_env
 from local.supervisor import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,18 +61,18 @@ class Server:
 
 @contextlib.contextmanager
 def running_homepage(data: Path, **environ: str) -> Iterator[Server]:
-    """The HomePage as ``barrage up`` runs it: ``functions-framework --asgi`` on a free loopback port."""
+    """The HomePage as ``barrage up`` runs it (functions-framework's ASGI app under ``functions.serve``) on a
+    free loopback port."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_SERVER", "OTS_ENDPOINT")}
     env.update({"BARRAGE_DB": str(data / "barrage.db"), "BARRAGE_BUS": "memory", "PYTHONUNBUFFERED": "1",
-                **environ})
+                **server_env(), **environ})
     log_path = data / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "functions_framework", "--asgi", "--source", "functions/main.py",
-             "--target", "homepage", "--host", "127.0.0.1", "--port", str(port)],
+            functions_framework_argv(sys.executable, "functions/main.py", "homepage", "127.0.0.1", port),
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so teardown also ends gunicorn's worker
+            start_new_session=True,  # its own process group, so teardown also ends any worker process
         )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 GENERIC = [
     *sorted((REPO / "functions" / "bindings").glob("*.py")),
     *(REPO / "functions" / f"{name}.py" for name in
-      ("app", "records", "lifecycle", "asgi", "fc", "kafka", "serve", "entrypoint", "targets", "declaration")),
+      ("app", "records", "lifecycle", "asgi", "fc", "kafka", "serve", "http_limits", "http_limits_httptools",
+       "entrypoint", "targets", "declaration")),
 ]
 BARRAGE = ("handlers", "functions.adapters", "functions.config", "functions.wiring", "functions.homepage",
            "functions.processor", "functions.barrage_app", "functions.barrage_deploy", "functions.main",

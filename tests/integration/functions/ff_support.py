@@ -1,4 +1,5 @@
-"""A functions-framework server (``--asgi``) in a subprocess on a loopback port, as Knative runs it."""
+"""functions-framework's ASGI app under our server (``functions.serve``) in a subprocess on a loopback port,
+as Knative runs it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from functions.serve import functions_framework_argv
 from local.supervisor import free_port, wait_healthy
 
 REPO = Path(__file__).resolve().parents[3]
@@ -45,8 +47,7 @@ def ff_server(source: Path, target: str, log: Path, **environ: str) -> Iterator[
     env.update(environ)
     env.setdefault("WORKERS", "1")
     process = subprocess.Popen(
-        [sys.executable, "-m", "functions_framework", "--asgi", "--source", str(source), "--target", target,
-         "--host", "127.0.0.1", "--port", str(port)],
+        functions_framework_argv(sys.executable, source, target, "127.0.0.1", port),
         cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_healthy(f"http://127.0.0.1:{port}/healthz", 30, lambda: process.poll() is None)

@@ -1,4 +1,4 @@
-"""The processor as Knative runs it: functions-framework --asgi, CloudEvents over HTTP, a SQLite file."""
+"""The processor as Knative runs it (functions-framework's ASGI app, functions.serve): CloudEvents over HTTP, SQLite."""
 
 from __future__ import annotations
 

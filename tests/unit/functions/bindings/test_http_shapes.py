@@ -122,3 +122,68 @@ def test_users_add_their_own_shapes() -> None:
     own: App[None] = App("own", module=__name__)
     function = own.http("web", asgi=echo, shapes=(PathOnly, FC3HttpEvent))
     assert function({"go": "/x"}, None) == 201
+
+
+class SmallWsgi(Fc2Wsgi):
+    max_body_bytes = 1000
+
+
+class CountingStream:
+    """``wsgi.input`` of a chunked body (no length): ``total`` bytes, counting what was read of it."""
+
+    def __init__(self, total: int) -> None:
+        self.left, self.read_bytes = total, 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size < 0 else min(size, self.left)
+        self.left -= size
+        self.read_bytes += size
+        return b"b" * size
+
+
+def wsgi_call(stream: Any, length: str | None = None) -> tuple[dict[str, Any], bytes]:
+    raw = golden("fc_wsgi_environ.json")
+    raw.pop("body")
+    environ = {**raw, "wsgi.input": stream, "fc.context": CONTEXT}
+    environ.pop("CONTENT_LENGTH", None)
+    if length is not None:
+        environ["CONTENT_LENGTH"] = length
+    started: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        started.update(status=status, headers=headers)
+
+    limited: App[None] = App("limited", module=__name__)
+    function = limited.http("web", asgi=echo, shapes=(SmallWsgi,))
+    return started, b"".join(function(environ, start_response))
+
+
+def test_a_chunked_wsgi_body_within_the_limit_is_read_whole() -> None:
+    started, body = wsgi_call(CountingStream(1000))
+    assert started["status"] == "201 Created"
+    assert json.loads(body)["body"] == "b" * 1000
+
+
+def test_a_chunked_wsgi_body_past_the_limit_is_413_without_reading_beyond_it() -> None:
+    stream = CountingStream(50 * 1024 * 1024)
+    started, body = wsgi_call(stream)
+    assert started["status"].startswith("413 ")
+    assert json.loads(body) == {"error": {"status": 413, "message": "body is larger than 1000 bytes"}}
+    assert stream.read_bytes == 1001  # one byte past the limit shows it is over; nothing more is held
+
+
+def test_a_declared_length_past_the_limit_is_413_before_reading() -> None:
+    stream = CountingStream(5000)
+    started, body = wsgi_call(stream, "5000")
+    assert started["status"].startswith("413") and stream.read_bytes == 0
+    assert json.loads(body)["error"]["status"] == 413
+
+
+def test_a_content_length_that_is_not_a_number_is_400() -> None:
+    started, body = wsgi_call(io.BytesIO(b"abc"), "3 apples")
+    assert started["status"] == "400 Bad Request"
+    assert json.loads(body)["error"] == {"status": 400, "message": "Content-Length is not a number: '3 apples'"}
+
+
+def test_the_fc2_default_limit_is_fcs_own() -> None:
+    assert Fc2Wsgi.max_body_bytes == 32 * 1024 * 1024
