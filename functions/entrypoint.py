@@ -10,8 +10,11 @@ function to serve (an app may accept other names for it, e.g. barrage's seed ``R
   ``/initialize``) under uvicorn, on ``FC_SERVER_PORT`` / ``CAPort`` / ``PORT``, default 9000.
 
 Workers default to the CPU count (``WORKERS`` overrides). ``HOST`` defaults to 0.0.0.0 (FC fails
-with FunctionNotStarted on 127.0.0.1). The server replaces this process (exec), so it is PID 1
-and gets SIGTERM directly. A bad value exits with code 2 and one line on stderr.
+with FunctionNotStarted on 127.0.0.1). The server is this process, so it is PID 1 and gets
+SIGTERM directly: functions-framework replaces it (exec); uvicorn runs in it, with the command
+line ``python -m uvicorn`` would be given, because the app is already imported here (checking
+the function's name loaded it) and a second interpreter would import it all again on FC's cold
+start. A bad value exits with code 2 and one line on stderr.
 """
 
 from __future__ import annotations
@@ -98,8 +101,22 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         print(f"functions entrypoint: {exc}", file=sys.stderr)
         return 2
     print(f"{launch.function} ({launch.workload_class}) on {launch.host}:{launch.port}", flush=True)
+    if launch.argv[1:3] == ("-m", "uvicorn"):
+        return run_uvicorn(launch, source)
     os.execve(launch.argv[0], list(launch.argv), {**source, **launch.env})
     return 0  # not reached: execve replaces the process
+
+
+def run_uvicorn(launch: Launch, environ: Mapping[str, str]) -> int:
+    """``python -m uvicorn <launch.argv[3:]>`` in this process, in the environment exec would give it."""
+    os.environ.update({**environ, **launch.env})  # container_factory (and spawned workers) read them
+    from uvicorn.main import main as uvicorn_main
+
+    try:
+        uvicorn_main.main(args=list(launch.argv[3:]), prog_name="uvicorn")
+    except SystemExit as exc:  # click ends every run this way; the code is uvicorn's
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    return 0
 
 
 if __name__ == "__main__":
