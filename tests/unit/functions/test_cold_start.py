@@ -66,6 +66,14 @@ def test_an_event_function_loads_its_shapes_with_its_first_invocation() -> None:
     assert not under(modules, HTTP_SHAPES)
 
 
+def test_the_initializer_with_tracing_off_loads_no_opentelemetry_sdk(tmp_path: Path) -> None:
+    # FC's initializer builds the dependencies before the first request; TRACING is unset by default.
+    modules = loaded_after("import functions.barrage_app as entry\nentry.initializer(None)",
+                           BARRAGE_BUS="memory", BARRAGE_DB=str(tmp_path / "barrage.db"))
+    assert "functions.wiring" in modules and "opentelemetry.trace" in modules
+    assert not under(modules, ("opentelemetry.sdk", "functions.adapters.tracing_export"))
+
+
 @pytest.mark.parametrize(("name", "module"), [("Deployment", "functions.declaration"), ("Env", "functions.declaration"),
                                               ("KafkaTrigger", "functions.declaration"),
                                               ("RecordPublisher", "functions.kafka"),
