@@ -8,14 +8,14 @@ Each entry is measured the way FC starts it, in fresh interpreters:
   with WORKLOAD_CLASS=fc, which loads the app and runs uvicorn on
   ``functions.serve:container_factory``. The probe runs that real ``main()``; the figure ends where
   uvicorn would start the lifespan and bind CAPort (``uvicorn.Server.startup`` is the stop).
-  ``uvicorn alone`` is uvicorn's own import with its h11 and asyncio parts (no uvloop/httptools
-  in the package): the third-party floor under the homepage figure.
+  ``uvicorn alone`` is what uvicorn loads for an empty app (its loop, HTTP parser and lifespan):
+  the third-party floor under the homepage figure.
 
 Where: the FC code package as ``barrage build`` makes it (``local.build.build_fc_package``, offline
 from the wheelhouse), unpacked and run from its root by CPython 3.10 (FC's version) with bytecode
 writes off, as on FC (its ``/code`` is read-only): with the package's bytecode, and a copy without
 it (sources only, how packages were built before). Without a Python 3.10 or the wheelhouse, this
-virtualenv stands in (uvloop and httptools hidden, ``.pth`` start-up hooks skipped), and says so.
+virtualenv stands in (its ``.pth`` start-up hooks skipped), and says so.
 
 ``first answer`` (informative, no target): the same run carried on through FC's initializer and
 one request (processor: an EventBridge Kafka batch; homepage: ``/initialize`` and
@@ -103,9 +103,18 @@ except Ready:
     print(json.dumps(marks))
 """
 
+# What uvicorn loads for any app (its protocol, lifespan and loop picks), an empty one here.
 UVICORN = TIMED + """
-import uvicorn.main, uvicorn.protocols.http.h11_impl, uvicorn.lifespan.on, asyncio
-asyncio.new_event_loop().close()
+import uvicorn.main
+from uvicorn.config import Config
+
+async def empty(scope, receive, send):
+    pass
+
+config = Config(empty, lifespan="on", log_level="warning", access_log=False)
+config.load()
+loop = (config.get_loop_factory() or __import__("asyncio").new_event_loop)()
+loop.close()
 print(json.dumps([mark()]))
 """
 
@@ -133,14 +142,11 @@ class Probe:
     fc: bool  # an FC entry (gets FC's environment; judged against the target)
 
 
-def dev_prelude(hide_server_extras: bool) -> str:
+def dev_prelude() -> str:
     """This virtualenv as an FC package would see it: the repository and site-packages on the path,
     without the ``.pth`` hooks (the editable install's finder pre-imports pathlib, re...)."""
     site_packages = sysconfig.get_paths()["purelib"]
-    lines = ["import site, sys", f"sys.path[:0] = [{str(ROOT)!r}]", f"sys.path.append({site_packages!r})"]
-    if hide_server_extras:  # the FC package leaves them out (local.build.NOT_IN_FC_PACKAGE)
-        lines.append("sys.modules.update(uvloop=None, httptools=None)")
-    return "\n".join(lines) + "\n"
+    return f"import site, sys\nsys.path[:0] = [{str(ROOT)!r}]\nsys.path.append({site_packages!r})\n"
 
 
 def fc_package(code: Path | None, scratch: Path) -> tuple[list[Where], str]:
@@ -219,9 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="barrage-cold-") as tmp:
         scratch = Path(tmp)
         places, why_not = ([], "--dev") if args.dev else fc_package(args.code, scratch)
-        dev = Where("this virtualenv", sys.executable, ROOT, dev_prelude(hide_server_extras=False))
-        if not places:
-            places = [Where("this virtualenv", sys.executable, ROOT, dev_prelude(hide_server_extras=True))]
+        dev = Where("this virtualenv", sys.executable, ROOT, dev_prelude())
+        places = places or [dev]
         probes = []
         for where in places:
             probes += [Probe("processor: import functions.barrage_app", where, PROCESSOR, True),

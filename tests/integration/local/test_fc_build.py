@@ -80,6 +80,7 @@ def test_full_package_imports_in_a_fresh_python310_venv(tmp_path: Path) -> None:
         "t = time.perf_counter(); import functions.barrage_app as entry; ms = (time.perf_counter() - t) * 1000\n"
         "import functions.fc as fc\n"
         "import confluent_kafka, tablestore, flask  # compiled and pure dependencies load\n"
+        "import uvloop, httptools  # what the custom runtime's uvicorn serves on\n"
         "ctx = fc.context_from_headers({'x-fc-request-id': 'r'})\n"
         "out = entry.processor(open(sys.argv[1], 'rb').read(), ctx)\n"
         "print(json.dumps({'version': sys.version_info[:2], 'import_ms': ms, 'stored': out['ok'],"
