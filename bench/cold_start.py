@@ -199,8 +199,16 @@ def run_once(probe: Probe, scratch: Path) -> list[list[float]]:
     return marks
 
 
-def heaviest_imports(probe: Probe, scratch: Path, top: int) -> list[tuple[str, float, float]]:
-    """(module, self ms, cumulative ms) of the costliest imports of one run, from ``-X importtime``."""
+def by_distribution(rows: list[tuple[str, float, float]], top: int) -> list[tuple[str, float]]:
+    """Self ms summed per top-level package (``functions`` and ``handlers`` are this project's)."""
+    sums: dict[str, float] = {}
+    for name, own, _ in rows:
+        sums[name.split(".")[0]] = sums.get(name.split(".")[0], 0.0) + own
+    return sorted(sums.items(), key=lambda item: -item[1])[:top]
+
+
+def heaviest_imports(probe: Probe, scratch: Path) -> list[tuple[str, float, float]]:
+    """(module, self ms, cumulative ms) of every import of one run, costliest first, from ``-X importtime``."""
     done = subprocess.run([probe.where.python, "-X", "importtime", "-c", source(probe, first=False)],
                           cwd=probe.where.cwd, env=environment(scratch, probe.fc), capture_output=True, text=True,
                           timeout=300)
@@ -210,7 +218,7 @@ def heaviest_imports(probe: Probe, scratch: Path, top: int) -> list[tuple[str, f
             continue
         own, cumulative, name = (part.strip() for part in line[len("import time:"):].split("|"))
         rows.append((name, int(own) / 1000, int(cumulative) / 1000))
-    return sorted(rows, key=lambda row: -row[1])[:top]
+    return sorted(rows, key=lambda row: -row[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         for where in places:
             probes += [Probe("processor: import functions.barrage_app", where, PROCESSOR, True),
                        Probe("homepage: entrypoint + uvicorn, to startup", where, HOMEPAGE, True),
-                       Probe("uvicorn alone (h11, asyncio)", where, UVICORN, False)]
+                       Probe("uvicorn alone (an empty app)", where, UVICORN, False)]
         probes += [Probe("import functions.main", dev, YARDSTICK.format(module="functions.main"), False),
                    Probe("import functions_framework", dev, YARDSTICK.format(module="functions_framework"), False)]
         samples: dict[Probe, list[list[list[float]]]] = {probe: [] for probe in probes}
@@ -258,9 +266,12 @@ def main(argv: list[str] | None = None) -> int:
             first_text = f"{first:10.1f} ms" if first is not None else ""
             print(f"{key:<48} {wall:8.1f} {cpu:7.1f} {wall / yard:5.2f}x {first_text:>13}{verdict}")
             if probe.fc and wall > args.target_ms and probe.where is places[0]:
-                heavy[key] = heaviest_imports(probe, scratch, args.top)
+                rows = heaviest_imports(probe, scratch)
+                heavy[key] = rows[:args.top]
                 for name, own, cumulative in heavy[key]:
                     print(f"{'':>8}{own:6.1f} ms self, {cumulative:6.1f} ms cumulative: {name}")
+                print(f"{'':>8}self ms by package: "
+                      + ", ".join(f"{name} {ms:.1f}" for name, ms in by_distribution(rows, args.top)))
     print(f"medians of {args.runs} interleaved rounds of fresh interpreters; target <= {args.target_ms:.0f} ms "
           f"per FC entry (wall); load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
           f"({os.cpu_count()} CPUs)")
