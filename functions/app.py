@@ -24,31 +24,16 @@ functions-framework, and the same custom-container server.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from functions.asgi import ASGIApp, HttpRequest, HttpResponse, LoopThread, call
 from functions.bindings import EventShape, HttpShape, InvalidInvocation, RequestRefused, parse_payload, pick
-from functions.bindings.api_gateway import ApiGatewayEvent
-from functions.bindings.direct import CloudEventInvocation, DirectInvocation
-from functions.bindings.fc2_wsgi import Fc2Wsgi
-from functions.bindings.fc3_http import FC3HttpEvent
-from functions.bindings.fc_event import EventBridgeBatch, RetryBatch
-from functions.declaration import (
-    Deployment,
-    Env,
-    Function,
-    HttpTrigger,
-    KafkaTrigger,
-    Resources,
-    Scaling,
-    SecretRef,
-)
-from functions.kafka import KafkaSettings, PublishFailed, RecordPublisher, settings_from_environ
 from functions.lifecycle import AccessKey, CredentialsSource, Factory, Instance
 from functions.records import (
     BatchReport,
@@ -65,6 +50,23 @@ from functions.records import (
     reject,
     retry,
 )
+
+if TYPE_CHECKING:
+    from functions.bindings.fc_event import RetryBatch
+    from functions.declaration import (
+        Deployment,
+        Env,
+        Function,
+        HttpTrigger,
+        KafkaTrigger,
+        Resources,
+        Scaling,
+        SecretRef,
+    )
+    from functions.kafka import KafkaSettings, PublishFailed, RecordPublisher, settings_from_environ
+
+    DEFAULT_HTTP_SHAPES: tuple[type[HttpShape], ...]
+    DEFAULT_EVENT_SHAPES: tuple[type[EventShape], ...]
 
 __all__ = [
     "DEFAULT_EVENT_SHAPES",
@@ -102,12 +104,54 @@ __all__ = [
     "settings_from_environ",
 ]
 
+# Public names whose modules load on first use: every cold start imports this module, and none of
+# them serves a request there. The deployment declaration is read by ``barrage render`` only, the
+# Kafka publisher by an app that publishes (from its dependencies, built after start-up), and
+# each function's invocation shapes when an invocation of that kind first arrives (an HTTP
+# function never needs the event shapes, nor a custom-container server the HTTP ones).
+_LAZY = {
+    **dict.fromkeys(("Deployment", "Env", "Function", "HttpTrigger", "KafkaTrigger", "Resources", "Scaling",
+                     "SecretRef"), "functions.declaration"),
+    **dict.fromkeys(("KafkaSettings", "PublishFailed", "RecordPublisher", "settings_from_environ"), "functions.kafka"),
+    "RetryBatch": "functions.bindings.fc_event",
+}
+
+
+def default_http_shapes() -> tuple[type[HttpShape], ...]:
+    """FC 2.0 WSGI, FC 3.0 HTTP events, API Gateway events, tried in this order."""
+    from functions.bindings.api_gateway import ApiGatewayEvent
+    from functions.bindings.fc2_wsgi import Fc2Wsgi
+    from functions.bindings.fc3_http import FC3HttpEvent
+
+    return (Fc2Wsgi, FC3HttpEvent, ApiGatewayEvent)
+
+
+def default_event_shapes() -> tuple[type[EventShape], ...]:
+    """EventBridge batches (the FC Kafka trigger), a single CloudEvent, a direct invocation."""
+    from functions.bindings.direct import CloudEventInvocation, DirectInvocation
+    from functions.bindings.fc_event import EventBridgeBatch
+
+    return (EventBridgeBatch, CloudEventInvocation, DirectInvocation)
+
+
+if not TYPE_CHECKING:  # hidden from mypy, so that a misspelt name is still an error there
+
+    def __getattr__(name: str) -> Any:
+        if name == "DEFAULT_HTTP_SHAPES":
+            value: Any = default_http_shapes()
+        elif name == "DEFAULT_EVENT_SHAPES":
+            value = default_event_shapes()
+        elif name in _LAZY:
+            value = getattr(importlib.import_module(_LAZY[name]), name)
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        globals()[name] = value
+        return value
+
+
 log = logging.getLogger("functions.app")
 
 D = TypeVar("D")
-
-DEFAULT_HTTP_SHAPES: tuple[type[HttpShape], ...] = (Fc2Wsgi, FC3HttpEvent, ApiGatewayEvent)
-DEFAULT_EVENT_SHAPES: tuple[type[EventShape], ...] = (EventBridgeBatch, CloudEventInvocation, DirectInvocation)
 
 
 @dataclass(frozen=True)
@@ -149,14 +193,21 @@ class EventFunction(Generic[D]):
     kind = "event"
 
     def __init__(self, app: App[D], name: str, handler: RecordHandler | BatchHandler, *, batch: bool,
-                 shapes: Sequence[type[EventShape]]) -> None:
+                 shapes: Sequence[type[EventShape]] | None = None) -> None:
         self.app = app
         self.name = name
         self.handler = handler
         self.batch = batch
-        self.shapes = tuple(shapes)
+        self._shapes = None if shapes is None else tuple(shapes)
         self.__name__ = name  # functions-framework and FC look functions up by attribute name
         self.__doc__ = handler.__doc__
+
+    @property
+    def shapes(self) -> tuple[type[EventShape], ...]:
+        """The invocation shapes tried in order (the defaults load with the first invocation)."""
+        if self._shapes is None:
+            self._shapes = default_event_shapes()
+        return self._shapes
 
     def run(self, delivered: Sequence[Delivered], invocation: Invocation[D]) -> BatchReport:
         """Call the handler on the decodable records; undecodable elements are rejected as they are."""
@@ -250,16 +301,23 @@ class HttpFunction(Generic[D]):
     kind = "http"
 
     def __init__(self, app: App[D], name: str, asgi: ASGIApp | None, factory: Callable[[D], ASGIApp] | None,
-                 *, shapes: Sequence[type[HttpShape]]) -> None:
+                 *, shapes: Sequence[type[HttpShape]] | None = None) -> None:
         if (asgi is None) == (factory is None):
             raise TypeError(f"http function {name!r}: give either an ASGI app or a factory, not both")
         self.app = app
         self.name = name
-        self.shapes = tuple(shapes)
+        self._shapes = None if shapes is None else tuple(shapes)
         self._asgi = asgi
         self._factory = factory
         self._lock = threading.Lock()
         self.__name__ = name
+
+    @property
+    def shapes(self) -> tuple[type[HttpShape], ...]:
+        """The invocation shapes tried in order (the defaults load with the first invocation)."""
+        if self._shapes is None:
+            self._shapes = default_http_shapes()
+        return self._shapes
 
     def asgi(self) -> ASGIApp:
         if self._asgi is None:
@@ -275,6 +333,8 @@ class HttpFunction(Generic[D]):
 
     def __call__(self, event: Any, context: Any) -> Any:
         """The FC handler: FC 3.0 HTTP events and API Gateway events, or FC 2.0's WSGI call."""
+        from functions.bindings.fc2_wsgi import Fc2Wsgi  # FC's built-in runtimes only
+
         payload = event if Fc2Wsgi.infer(event, context) else parse_payload(event)
         shape = pick(self.shapes, payload, context, self.name)
         fc_context = payload.get("fc.context") if shape is Fc2Wsgi else context
@@ -330,17 +390,20 @@ class App(Generic[D]):
         self.functions[function.name] = function
 
     def http(self, name: str, factory: Callable[[D], ASGIApp] | None = None, *, asgi: ASGIApp | None = None,
-             shapes: Sequence[type[HttpShape]] = DEFAULT_HTTP_SHAPES) -> HttpFunction[D]:
+             shapes: Sequence[type[HttpShape]] | None = None) -> HttpFunction[D]:
+        """Declare an HTTP function: an ASGI app, or ``factory(deps)`` making it on first use.
+        ``shapes`` default to ``DEFAULT_HTTP_SHAPES``."""
         function = HttpFunction(self, name, asgi, factory, shapes=shapes)
         self._add(function)
         return function
 
     def event(self, name: str, *, batch: bool = False,
-              shapes: Sequence[type[EventShape]] = DEFAULT_EVENT_SHAPES
+              shapes: Sequence[type[EventShape]] | None = None
               ) -> Callable[[Callable[..., Any]], EventFunction[D]]:
         """Declare an event function: ``(record, invocation) -> Outcome | None`` (None is ok; raising
         ``Reject`` rejects, any other exception asks for a retry), or with ``batch=True``
-        ``(records, invocation) -> [Outcome, ...]``, one per record in order."""
+        ``(records, invocation) -> [Outcome, ...]``, one per record in order. ``shapes`` default to
+        ``DEFAULT_EVENT_SHAPES``."""
         def register(handler: Callable[..., Any]) -> EventFunction[D]:
             function = EventFunction(self, name, handler, batch=batch, shapes=shapes)
             self._add(function)

@@ -11,9 +11,11 @@ function to serve (an app may accept other names for it, e.g. barrage's seed ``R
 
 Both run under ``functions.serve``: uvicorn with its workers (the CPU count; ``WORKERS``
 overrides), a connection cap and deadlines for reading requests (``SERVER_*``, checked here).
-``HOST`` defaults to 0.0.0.0 (FC fails with FunctionNotStarted on 127.0.0.1). The server
-replaces this process (exec), so it is PID 1 and gets SIGTERM directly. A bad value exits with
-code 2 and one line on stderr.
+``HOST`` defaults to 0.0.0.0 (FC fails with FunctionNotStarted on 127.0.0.1). The server runs in
+this process, with the command line ``python -m functions.serve`` would be given, so it is PID 1
+and gets SIGTERM directly, and the app, already imported here (checking the function's name
+loaded it), is not imported again by a second interpreter on FC's cold start. A bad value exits
+with code 2 and one line on stderr.
 """
 
 from __future__ import annotations
@@ -99,8 +101,15 @@ def main(environ: Mapping[str, str] | None = None) -> int:
         print(f"functions entrypoint: {exc}", file=sys.stderr)
         return 2
     print(f"{launch.function} ({launch.workload_class}) on {launch.host}:{launch.port}", flush=True)
-    os.execve(launch.argv[0], list(launch.argv), {**source, **launch.env})
-    return 0  # not reached: execve replaces the process
+    return serve_here(launch, source)
+
+
+def serve_here(launch: Launch, environ: Mapping[str, str]) -> int:
+    """``python -m functions.serve <launch.argv[3:]>`` in this process, in the environment exec would give it."""
+    os.environ.update({**environ, **launch.env})  # the factories (and spawned workers) read them
+    from functions.serve import main as serve_main
+
+    return serve_main(list(launch.argv[3:]))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,16 @@ Two steps, so that only the first needs the network:
 1. ``pip download`` fills a wheelhouse (default ``.barrage/wheelhouse/cp310-manylinux_x86_64``)
    once; ``--download-only`` stops there (the test set-up runs this).
 2. ``pip install --no-index --find-links WHEELHOUSE --target ...`` for the target platform,
-   then a deterministic zip: sorted entries, fixed timestamps and modes, no ``.pyc``, so the
-   same input gives the same zip hash.
+   bytecode compiled by an interpreter of the target version, then a deterministic zip: sorted
+   entries, fixed timestamps and modes, so the same input gives the same zip hash.
+
+The package carries its bytecode because FC's ``/code`` is read-only (Alibaba Cloud's FAQ
+"[Errno 30] Read-only file system: '/code/...'"): without ``__pycache__`` there, every cold start
+compiles every module it imports, from this package's and the dependencies' sources alike. The
+``.pyc`` files are hash-checked (PEP 552): they hold no timestamp, so they are reproducible, and
+Python still recompiles a module whose source no longer matches (an edit in FC's console).
+Bytecode is specific to a Python version; without an interpreter of the target version on this
+machine the package is built without it, and the build says so.
 
 Size limits, from Alibaba Cloud's "Function Compute 3.0 limits" page: a code package is at
 most 500 MB as a ZIP uploaded by the console, Serverless Devs or OSS (the ``s deploy`` path,
@@ -20,6 +28,7 @@ enforced here), and 100 MB when a base64 ZIP goes through the SDK/OpenAPI (warne
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -39,9 +48,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("handlers", "functions")
 # What a custom.debian10 function runs (FC starts ./bootstrap in the package root); executable.
 PROJECT_FILES = ("bootstrap",)
-# Needed by the local tooling or by Knative's functions-framework, not by FC's runtime (which is
-# its own server: uvicorn's loop and parser would only add weight).
-NOT_IN_FC_PACKAGE = frozenset({"functions-framework", "aliyun-fc2", "click", "pyyaml", "uvloop", "httptools"})
+# Needed by the local tooling or by Knative's functions-framework, not by FC's runtimes. uvloop and
+# httptools stay in: the custom runtime's server is uvicorn on them, as everywhere else (and
+# httptools' parser imports in a fifth of h11's time, on every custom-runtime cold start).
+NOT_IN_FC_PACKAGE = frozenset({"functions-framework", "aliyun-fc2", "click", "pyyaml"})
 # FC python3.10 runs on Debian 10 (glibc 2.28): manylinux2014 (glibc 2.17) and manylinux_2_28 wheels fit.
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
 ZIP_LIMIT_BYTES = 500 * 1024 * 1024
@@ -60,6 +70,7 @@ class BuildResult:
     unzipped_bytes: int
     files: int
     sha256: str
+    bytecode: bool = False  # the package carries .pyc files of the target version
 
 
 def runtime_requirements(distribution: str = "barrage") -> list[str]:
@@ -171,23 +182,64 @@ def copy_project(source: Path, target: Path, packages: Sequence[str] = PROJECT_P
             shutil.copyfile(path, destination)
 
 
-def _package_files(root: Path) -> Iterable[tuple[str, Path]]:
+def target_python(python_version: str) -> str | None:
+    """An interpreter of the target Python version on this machine (this one, ``pythonX.Y`` on PATH,
+    or a pyenv build), or None."""
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    pyenv = os.path.expanduser(f"~/.pyenv/versions/{python_version}.*/bin/python{python_version}")
+    candidates: list[str | None] = [sys.executable] if here == python_version else []
+    candidates += [shutil.which(f"python{python_version}"), *sorted(glob.glob(pyenv)),
+                   f"/usr/bin/python{python_version}"]
+    for candidate in candidates:
+        if not candidate or not os.access(candidate, os.X_OK):
+            continue
+        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True)  # a pyenv shim may exist and still fail
+        if probe.returncode == 0 and probe.stdout.strip() == python_version:
+            return candidate
+    return None
+
+
+def _bytecode_tag(python_version: str) -> str:
+    return f".cpython-{python_version.replace('.', '')}.pyc"
+
+
+def compile_bytecode(root: Path, python: str) -> None:
+    """Hash-checked ``__pycache__/*.cpython-XY.pyc`` beside every module under ``root``.
+
+    Paths inside the bytecode are written as ``/code/...`` (where FC unpacks the package), so they
+    do not depend on the staging directory. A file that does not compile for this version (a
+    dependency's Python 2 leftovers) is left as source, as it would fail to import anyway.
+    """
+    # A fixed hash seed: marshal writes frozensets (``x in {...}`` constants) in hash order.
+    done = subprocess.run([python, "-m", "compileall", "-qq", "-j", "0", "--invalidation-mode", "checked-hash",
+                           "-s", str(root), "-p", "/code", str(root)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONHASHSEED": "0"})
+    if not any(root.glob("functions/__pycache__/*.pyc")):
+        raise BuildError(f"compiling the package's bytecode failed: {(done.stderr or done.stdout).strip()[-300:]}")
+
+
+def _package_files(root: Path, bytecode_tag: str | None = None) -> Iterable[tuple[str, Path]]:
     for path in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix()):
         relative = path.relative_to(root)
-        if not path.is_file() or "__pycache__" in relative.parts or path.suffix in (".pyc", ".pyo"):
+        if not path.is_file():
             continue
+        compiled_here = bool(bytecode_tag) and relative.parent.name == "__pycache__" and \
+            relative.name.endswith(str(bytecode_tag))
+        if ("__pycache__" in relative.parts or path.suffix in (".pyc", ".pyo")) and not compiled_here:
+            continue  # only the bytecode compiled here for the target version, never a stray one
         if relative.parts[0] == "bin":  # console scripts pinned to the build machine's interpreter
             continue
         yield relative.as_posix(), path
 
 
-def write_zip(root: Path, output: Path) -> BuildResult:
-    """A zip that depends only on file names and contents."""
+def write_zip(root: Path, output: Path, bytecode_tag: str | None = None) -> BuildResult:
+    """A zip that depends only on file names and contents (``bytecode_tag``: the .pyc files to keep)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_suffix(".zip.partial")
     unzipped = files = 0
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        for name, path in _package_files(root):
+        for name, path in _package_files(root, bytecode_tag):
             info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.create_system = 3  # unix, so the modes below mean what they say
@@ -200,7 +252,7 @@ def write_zip(root: Path, output: Path) -> BuildResult:
             files += 1
     partial.replace(output)
     digest = hashlib.sha256(output.read_bytes()).hexdigest()
-    return BuildResult(output, output.stat().st_size, unzipped, files, digest)
+    return BuildResult(output, output.stat().st_size, unzipped, files, digest, bytecode=bytecode_tag is not None)
 
 
 def build_fc_package(output: Path, wheelhouse: Path, python_version: str = "3.10", source: Path = REPO_ROOT,
@@ -216,7 +268,10 @@ def build_fc_package(output: Path, wheelhouse: Path, python_version: str = "3.10
         if with_dependencies:
             install(requirements, wheelhouse, target, python_version)
         copy_project(source, target, packages)
-        return write_zip(target, output)
+        python = target_python(python_version)
+        if python is not None:
+            compile_bytecode(target, python)
+        return write_zip(target, output, _bytecode_tag(python_version) if python is not None else None)
 
 
 def _mb(size: int) -> str:
@@ -268,6 +323,9 @@ def build(workload_class: str, app_spec: str | None, output: Path | None, python
         sys.exit(1)
     click.echo(f"{result.path}: {_mb(result.zipped_bytes)} zipped, {_mb(result.unzipped_bytes)} unzipped, "
                f"{result.files} files, sha256 {result.sha256}")
+    if not result.bytecode:
+        click.echo(f"note: no Python {python_version} on this machine, so the package carries no bytecode: FC "
+                   "compiles every module it imports on each cold start (its /code is read-only)", err=True)
     if result.zipped_bytes > SDK_UPLOAD_LIMIT_BYTES:
         click.echo(f"note: above the {_mb(SDK_UPLOAD_LIMIT_BYTES)} limit for SDK/OpenAPI uploads; deploy with "
                    "Serverless Devs or through OSS", err=True)

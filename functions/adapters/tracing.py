@@ -4,24 +4,21 @@ One barrage is one trace: the HomePage's send span, the Kafka publish (whose con
 in the record as the CloudEvents ``traceparent`` extension, which a KafkaSource forwards),
 the dispatcher's delivery (the HTTP ``traceparent`` header), the processing and the store
 write. Export is Zipkin JSON v2 to ``TRACING`` (what Alibaba Cloud's tracing endpoints
-accept), OTLP/HTTP when the URL is an OTLP one (``.../v1/traces``), nothing when unset.
-Spans leave through a bounded queue on a background thread, so a collector that is down or
-slow costs a request nothing but dropped spans.
+accept), OTLP/HTTP when the URL is an OTLP one (``.../v1/traces``), nothing when unset
+(``functions.adapters.tracing_export``, the SDK side, loads only then). Spans leave through a
+bounded queue on a background thread, so a collector that is down or slow costs a request
+nothing but dropped spans.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context, attach, detach
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -29,68 +26,25 @@ from functions.config import TracingConfig
 from handlers.model import Barrage, ProcessedBarrage
 from handlers.ports import AsyncPublisher, Page, Publisher, PutResult, ResultStore
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
 log = logging.getLogger("barrage.tracing")
 _propagator = TraceContextTextMapPropagator()
-EXPORT_TIMEOUT_S = 2.0
-MAX_QUEUE = 4096
-
-
-def is_otlp(endpoint: str) -> bool:
-    return endpoint.rstrip("/").endswith("/v1/traces")
-
-
-class ForgivingExporter(SpanExporter):
-    """Drops a batch the collector cannot take, with one log line instead of a traceback."""
-
-    def __init__(self, inner: SpanExporter, endpoint: str) -> None:
-        self.inner = inner
-        self.endpoint = endpoint
-        self._warned_at = 0.0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            return self.inner.export(spans)
-        except Exception as exc:
-            now = time.monotonic()
-            if now - self._warned_at > 60:  # at most a line a minute while the collector is away
-                self._warned_at = now
-                log.warning("tracing: %d span(s) dropped, %s unreachable: %s", len(spans), self.endpoint, exc)
-            return SpanExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-def make_exporter(endpoint: str) -> SpanExporter:
-    exporter: SpanExporter
-    if is_otlp(endpoint):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
-    else:
-        from opentelemetry.exporter.zipkin.json import ZipkinExporter
-
-        exporter = ZipkinExporter(endpoint=endpoint, timeout=int(EXPORT_TIMEOUT_S))
-    return ForgivingExporter(exporter, endpoint)
 
 
 def tracer_provider(config: TracingConfig, exporter: SpanExporter | None = None) -> TracerProvider | None:
-    """A provider exporting to ``config.endpoint`` (or to ``exporter``); None when tracing is off."""
-    if exporter is None:
-        if not config.endpoint:
-            return None
-        exporter = make_exporter(config.endpoint)
-    provider = TracerProvider(resource=Resource.create({"service.name": config.service_name}))
-    provider.add_span_processor(
-        BatchSpanProcessor(
-            exporter, max_queue_size=MAX_QUEUE, max_export_batch_size=512, schedule_delay_millis=500,
-            export_timeout_millis=int(EXPORT_TIMEOUT_S * 1000),
-        )
-    )
-    return provider
+    """A provider exporting to ``config.endpoint`` (or to ``exporter``); None when tracing is off.
+
+    The OpenTelemetry SDK (``functions.adapters.tracing_export``) loads only when tracing is on:
+    it is a good part of a cold start's imports, and tracing is off unless ``TRACING`` is set.
+    """
+    if exporter is None and not config.endpoint:
+        return None
+    from functions.adapters.tracing_export import provider
+
+    return provider(config, exporter)
 
 
 class Tracing:

@@ -7,10 +7,8 @@ with the command to run.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from local.build import FIXED_TIME, build, build_fc_package, default_wheelhouse
+from local.build import FIXED_TIME, build, build_fc_package, default_wheelhouse, target_python
 
 REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.integration
@@ -29,11 +27,19 @@ def test_project_only_package_is_deterministic(tmp_path: Path) -> None:
     first = build_fc_package(tmp_path / "a.zip", tmp_path / "none", with_dependencies=False, fetch=False)
     second = build_fc_package(tmp_path / "b.zip", tmp_path / "none", with_dependencies=False, fetch=False)
     assert first.sha256 == second.sha256
+    assert first.bytecode == (target_python("3.10") is not None)
     with zipfile.ZipFile(first.path) as archive:
         names = archive.namelist()
         assert names == sorted(names)
         assert "functions/fc.py" in names and "handlers/model.py" in names
-        assert not [n for n in names if n.endswith(".pyc") or "__pycache__" in n or n.startswith(("local/", "tests/"))]
+        assert not [n for n in names if n.startswith(("local/", "tests/"))]
+        compiled = [n for n in names if n.endswith(".pyc") or "__pycache__" in n]
+        # FC's /code is read-only: a module without bytecode here is compiled on every cold start.
+        sources = [n for n in names if n.endswith(".py")]
+        expected = {f"{n.rsplit('/', 1)[0]}/__pycache__/{n.rsplit('/', 1)[1][:-3]}.cpython-310.pyc" for n in sources}
+        assert set(compiled) == (expected if first.bytecode else set())
+        for name in compiled:  # hash-checked (PEP 552 flags 0b11): reproducible, yet stale ones are recompiled
+            assert archive.read(name)[4:8] == b"\x03\x00\x00\x00", name
         assert {info.date_time for info in archive.infolist()} == {FIXED_TIME}
         # The custom runtime's entry: FC runs ./bootstrap from the package root, so it must be executable.
         bootstrap = archive.getinfo("bootstrap")
@@ -55,21 +61,8 @@ def test_unknown_workload_class_is_rejected() -> None:
     assert result.exit_code == 2 and "lambda" in result.output
 
 
-def find_python310() -> str | None:
-    """A working CPython 3.10 (a pyenv shim may exist and still fail, so each is tried)."""
-    candidates = [*sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.10*/bin/python3.10"))),
-                  shutil.which("python3.10"), "/usr/bin/python3.10"]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            probe = subprocess.run([candidate, "-c", "import sys, venv; print(sys.version_info[:2])"],
-                                   capture_output=True, text=True)
-            if probe.returncode == 0 and probe.stdout.strip() == "(3, 10)":
-                return candidate
-    return None
-
-
 def test_full_package_imports_in_a_fresh_python310_venv(tmp_path: Path) -> None:
-    python310 = find_python310()
+    python310 = target_python("3.10")
     if python310 is None:
         pytest.skip("no python3.10 on this machine (FC's runtime version); the package's wheels are cp310")
     wheelhouse = default_wheelhouse("3.10")
@@ -87,6 +80,7 @@ def test_full_package_imports_in_a_fresh_python310_venv(tmp_path: Path) -> None:
         "t = time.perf_counter(); import functions.barrage_app as entry; ms = (time.perf_counter() - t) * 1000\n"
         "import functions.fc as fc\n"
         "import confluent_kafka, tablestore, flask  # compiled and pure dependencies load\n"
+        "import uvloop, httptools  # what the custom runtime's uvicorn serves on\n"
         "ctx = fc.context_from_headers({'x-fc-request-id': 'r'})\n"
         "out = entry.processor(open(sys.argv[1], 'rb').read(), ctx)\n"
         "print(json.dumps({'version': sys.version_info[:2], 'import_ms': ms, 'stored': out['ok'],"

@@ -6,14 +6,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from functions.adapters.memory import MemoryResultStore
-from functions.adapters.tracing import (
-    Tracing,
-    context_from,
-    current_traceparent,
-    is_otlp,
-    make_exporter,
-    tracer_provider,
-)
+from functions.adapters.tracing import Tracing, context_from, current_traceparent, tracer_provider
+from functions.adapters.tracing_export import is_otlp, make_exporter
 from functions.config import TracingConfig
 from functions.processor import handle
 from handlers.process import ProcessConfig
