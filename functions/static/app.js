@@ -145,9 +145,13 @@
       state.shown += 1;
       state.shownTimes.push(now);
       if (!launch.entry.backlog && Number.isFinite(item.sent_at)) {
-        // Shown: the animation has started, i.e. the frame that puts it on screen is being made.
+        // Shown: when the animation started playing, i.e. the first frame that has it on screen
+        // (its startTime, on the document timeline: ms since timeOrigin), learnt once it is ready.
         const sentAt = item.sent_at;
-        animation.ready.then(() => recordLatency(Date.now() - sentAt), () => {});
+        animation.ready.then(() => {
+          const started = animation.startTime;
+          recordLatency((typeof started === "number" ? performance.timeOrigin + started : Date.now()) - sentAt);
+        }, () => {});
       }
     }
   }
