@@ -228,15 +228,18 @@ def tables(results: dict[str, dict[str, Any] | None]) -> list[str]:
                 "Each run: a fresh page on `/`, the load run's Send pressed with the form's defaults, the figures read "
                 "off the page once the stage settled; the split is of the barrages the page showed (ms); the "
                 "yardstick is one barrage typed in at idle, just before.", "",
-                "| run | loadavg | accepted/s | received | shown | skipped | counter p50 | counter p99 | "
-                "send->stored p99 | stored->received p99 | received->shown p99 | yardstick |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| run | loadavg | accepted/s | stored/s | received | shown | skipped | counter p50 | counter p99 | "
+                "send->stored p99 | stored->received p99 (at a plain SSE client, all barrages) | received->shown p99 | "
+                "yardstick |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for n, run in enumerate(page["runs"], 1):
             p, split = run["page"], run["split"]
-            out.append(f"| {n} | {run['loadavg_1m']:.1f} | {_f(run['server']['throughput'])} | {p['received']:,} | "
-                       f"{p['shown']:,} | {p['skipped']:,} | {_f(p['p50_ms'])} | {_f(p['p99_ms'])} | "
-                       f"{_f(split['send_stored']['p99'])} | {_f(split['stored_received']['p99'])} | "
-                       f"{_f(split['received_shown']['p99'])} | {_f(run['idle']['page_ms'])} |")
+            out.append(f"| {n} | {run['loadavg_1m']:.1f} | {_f(run['server']['throughput'])} | "
+                       f"{_f(run['server']['stored_per_s'])} | {p['received']:,} | {p['shown']:,} | {p['skipped']:,}"
+                       f"{'' if p['complete'] else ' (INCOMPLETE)'} | {_f(p['p50_ms'])} | {_f(p['p99_ms'])} | "
+                       f"{_f(split['send_stored']['p99'])} | {_f(split['stored_received']['p99'])} "
+                       f"({_f(run['stored_streamed']['p99'])}) | {_f(split['received_shown']['p99'])} | "
+                       f"{_f(run['idle']['page_ms'])} |")
         out.append("")
     cold = results.get("cold_start")
     if cold:
