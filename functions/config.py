@@ -19,6 +19,9 @@ BUSES = ("memory", "kafka")
 DEFAULT_TOPIC = "barrage-info"
 DEFAULT_TABLE = "barrage"
 DEFAULT_MAX_STREAMS = 10_000
+# 50 ms: a stored barrage reaches the page's viewers within about one frame budget of a live view;
+# each room with viewers costs 20 store reads a second per HomePage process, not per viewer.
+DEFAULT_STREAM_TICK_MS = 50
 
 
 class ConfigError(ValueError):
@@ -123,6 +126,9 @@ class Settings:
     max_streams: int = DEFAULT_MAX_STREAMS
     # Origins allowed to call the API cross-origin; empty sends no CORS headers.
     cors_origins: tuple[str, ...] = ()
+    # How often the HomePage's stream hub reads each room that has viewers: the most a stored
+    # barrage waits before it is pushed. One read per room per tick, however many viewers.
+    stream_tick_ms: int = DEFAULT_STREAM_TICK_MS
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -152,6 +158,7 @@ class Settings:
             max_streams=config.integer("BARRAGE_MAX_STREAMS", 0 if (config.get("FUNCTIONS_STREAMING") or "").lower()
                                        == "off" else DEFAULT_MAX_STREAMS, minimum=0),
             cors_origins=config.csv("BARRAGE_CORS_ORIGINS"),
+            stream_tick_ms=config.integer("BARRAGE_STREAM_TICK_MS", DEFAULT_STREAM_TICK_MS, minimum=5, maximum=10_000),
         )
 
 

@@ -23,7 +23,7 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from functions.adapters.tracing import context_from
-from functions.config import DEFAULT_MAX_STREAMS, Settings
+from functions.config import DEFAULT_MAX_STREAMS, DEFAULT_STREAM_TICK_MS, Settings
 from functions.homepage.blocking import BlockingCalls
 from functions.homepage.body import read_json_body
 from functions.homepage.http import (
@@ -82,7 +82,7 @@ class HomePageOptions:
     max_streams: int = DEFAULT_MAX_STREAMS
     stream_lifetime_s: float = 120.0
     # The hub reads each room with viewers once per tick.
-    stream_poll_s: float = 0.25
+    stream_poll_s: float = DEFAULT_STREAM_TICK_MS / 1000
     heartbeat_s: float = 15.0
     retry_ms: int = 1000
     # Events a viewer may have pending before it is dropped as too slow (it then reconnects).
@@ -97,7 +97,8 @@ class HomePageOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HomePageOptions:
-        return cls(max_streams=settings.max_streams, cors_origins=settings.cors_origins)
+        return cls(max_streams=settings.max_streams, cors_origins=settings.cors_origins,
+                   stream_poll_s=settings.stream_tick_ms / 1000)
 
 
 def create_app(services: Services, options: HomePageOptions | None = None) -> Starlette:

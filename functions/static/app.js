@@ -3,7 +3,7 @@
 
 (function () {
   const MAX_ON_SCREEN = 160; // pooled elements; beyond this, barrages wait in their lane
-  const LANE_QUEUE_MAX = 8; // per lane; older ones are skipped so what is shown stays current
+  const WAITING_MAX = 256; // barrages waiting for room on the stage; beyond this the oldest are skipped
   const MAX_WAIT_MS = 4000; // a barrage that waited longer than this is skipped, not shown late
   const CROSS_MS = 7000; // time for a barrage to cross the stage, whatever its width
   const GAP_PX = 28; // space between consecutive barrages in a lane
@@ -55,17 +55,24 @@
   let created = 0;
   let onScreen = 0;
   let laneCount = MIN_LANES;
-  let laneQueues = [];
-  let laneFreeAt = [];
+  const laneFreeAt = []; // per lane, when the last barrage put there has left room behind it
+  const waiting = []; // barrages not on the stage yet, oldest first
 
   function ensureLanes(n) {
-    while (laneQueues.length < n) {
-      laneQueues.push([]);
-      laneFreeAt.push(0);
-    }
+    while (laneFreeAt.length < n) laneFreeAt.push(0);
     laneCount = Math.max(laneCount, n);
   }
   ensureLanes(MIN_LANES);
+
+  // The barrage's own lane (the processor placed it there) if it has room, else the nearest lane that has.
+  function laneFor(lane, now) {
+    if (now >= laneFreeAt[lane]) return lane;
+    for (let d = 1; d < laneCount; d += 1) {
+      if (lane + d < laneCount && now >= laneFreeAt[lane + d]) return lane + d;
+      if (lane - d >= 0 && now >= laneFreeAt[lane - d]) return lane - d;
+    }
+    return -1;
+  }
 
   function takeElement() {
     if (pool.length) return pool.pop();
@@ -87,20 +94,27 @@
   function enqueue(item, backlog) {
     const lane = Number.isInteger(item.lane) && item.lane >= 0 && item.lane < 64 ? item.lane : 0;
     ensureLanes(lane + 1);
-    const queue = laneQueues[lane];
-    queue.push({ item: item, backlog: backlog, queuedAt: performance.now() });
-    while (queue.length > LANE_QUEUE_MAX) {
-      queue.shift();
-      state.skipped += 1;
+    waiting.push({ item: item, backlog: backlog, lane: lane, queuedAt: performance.now() });
+    if (waiting.length > WAITING_MAX) {
+      state.skipped += waiting.length - WAITING_MAX;
+      waiting.splice(0, waiting.length - WAITING_MAX);
     }
   }
 
-  function launch(entry, lane, now) {
-    const el = takeElement();
-    if (el === null) return false;
-    const item = entry.item;
-    const width = stage.clientWidth;
-    const laneHeight = stage.clientHeight / laneCount;
+  // The stage's size, kept from a ResizeObserver: reading it per launch would force a layout.
+  let stageWidth = stage.clientWidth;
+  let stageHeight = stage.clientHeight;
+  if (window.ResizeObserver) {
+    new ResizeObserver((entries) => {
+      const box = entries[entries.length - 1].contentRect;
+      stageWidth = box.width;
+      stageHeight = box.height;
+    }).observe(stage);
+  }
+
+  // Puts a barrage's text and place on an element: DOM writes only, nothing is measured here.
+  function prepare(el, item, lane) {
+    const laneHeight = stageHeight / laneCount;
     el.textContent = String(item.text);
     el.title = String(item.user || "");
     el.dataset.id = String(item.id);
@@ -109,21 +123,37 @@
     el.style.fontSize = Math.max(14, Math.min(24, Math.floor(laneHeight * 0.62))) + "px";
     el.classList.remove("idle");
     onScreen += 1;
-    const textWidth = el.offsetWidth;
+  }
+
+  // Starts the barrages prepared in this frame. Their widths are read together, after every write,
+  // so a frame costs one layout however many it launches (a read per launch costs one each).
+  function start(launching, now) {
+    for (const launch of launching) launch.textWidth = launch.el.offsetWidth;
+    const width = stageWidth;
     const speed = width / CROSS_MS; // px per ms
-    const animation = el.animate(
-      [{ transform: "translate3d(" + width + "px,0,0)" }, { transform: "translate3d(" + -textWidth + "px,0,0)" }],
-      { duration: (width + textWidth) / speed, easing: "linear" }
-    );
-    animation.onfinish = () => releaseElement(el);
-    animation.oncancel = () => releaseElement(el);
-    laneFreeAt[lane] = now + (textWidth + GAP_PX) / speed;
-    state.shown += 1;
-    state.shownTimes.push(now);
-    if (!entry.backlog && Number.isFinite(item.sent_at)) {
-      recordLatency(Date.now() - item.sent_at);
+    for (const launch of launching) {
+      const el = launch.el;
+      const item = launch.entry.item;
+      const textWidth = launch.textWidth;
+      const animation = el.animate(
+        [{ transform: "translate3d(" + width + "px,0,0)" }, { transform: "translate3d(" + -textWidth + "px,0,0)" }],
+        { duration: (width + textWidth) / speed, easing: "linear" }
+      );
+      animation.onfinish = () => releaseElement(el);
+      animation.oncancel = () => releaseElement(el);
+      laneFreeAt[launch.lane] = now + (textWidth + GAP_PX) / speed;
+      state.shown += 1;
+      state.shownTimes.push(now);
+      if (!launch.entry.backlog && Number.isFinite(item.sent_at)) {
+        // Shown: when the animation started playing, i.e. the first frame that has it on screen
+        // (its startTime, on the document timeline: ms since timeOrigin), learnt once it is ready.
+        const sentAt = item.sent_at;
+        animation.ready.then(() => {
+          const started = animation.startTime;
+          recordLatency((typeof started === "number" ? performance.timeOrigin + started : Date.now()) - sentAt);
+        }, () => {});
+      }
     }
-    return true;
   }
 
   function recordLatency(ms) {
@@ -134,17 +164,41 @@
   }
 
   function frame(now) {
-    for (let lane = 0; lane < laneQueues.length; lane += 1) {
-      const queue = laneQueues[lane];
-      while (queue.length && now - queue[0].queuedAt > MAX_WAIT_MS) {
-        queue.shift();
-        state.skipped += 1;
-      }
-      if (queue.length && now >= laneFreeAt[lane]) {
-        if (!launch(queue[0], lane, now)) break; // pool exhausted: wait for elements to finish
-        queue.shift();
-      }
+    let stale = 0;
+    while (stale < waiting.length && now - waiting[stale].queuedAt > MAX_WAIT_MS) stale += 1;
+    if (stale) {
+      waiting.splice(0, stale);
+      state.skipped += stale;
     }
+    // Newest first, and the stage never goes back in time: when more arrive than it has room for,
+    // the newest go on screen and the live barrages older than them are skipped (overtaken), so what
+    // is shown is what is being sent now, not a backlog growing later and later. Below that (room
+    // for all), every barrage is shown in its turn. The backlog a fresh page loads just waits.
+    const launching = [];
+    let i = waiting.length - 1;
+    let launchedLive = false;
+    for (; i >= 0; i -= 1) {
+      const entry = waiting[i];
+      const lane = laneFor(entry.lane, now);
+      if (lane < 0) break; // every lane is full
+      const el = takeElement();
+      if (el === null) break; // pool exhausted: wait for elements to finish
+      waiting.splice(i, 1);
+      laneFreeAt[lane] = Infinity; // taken; start() says until when
+      prepare(el, entry.item, lane);
+      launching.push({ el: el, entry: entry, lane: lane, textWidth: 0 });
+      if (!entry.backlog) launchedLive = true;
+    }
+    if (i >= 0 && launchedLive) {
+      // waiting[0..i] are older than what was just shown and there is no room left for them.
+      let kept = 0;
+      for (let j = 0; j <= i; j += 1) {
+        if (waiting[j].backlog) waiting[kept++] = waiting[j];
+        else state.skipped += 1;
+      }
+      waiting.splice(kept, i + 1 - kept);
+    }
+    if (launching.length) start(launching, now);
     requestAnimationFrame(frame);
   }
   requestAnimationFrame(frame);
@@ -283,7 +337,7 @@
   // -- rooms ----------------------------------------------------------------------------
   function chooseRoom(room) {
     state.room = room;
-    for (const queue of laneQueues) queue.length = 0;
+    waiting.length = 0;
     const url = new URL(window.location.href);
     url.searchParams.set("room", room);
     window.history.replaceState(null, "", url.toString());

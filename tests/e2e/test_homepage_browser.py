@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
+import time
+import urllib.parse
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from handlers.process import assign_lane
 from tests.e2e.conftest import ARTIFACTS, ROOT, PageProbe, Server
 from tests.waiting import wait_for
 
@@ -96,6 +102,89 @@ def test_load_run_shows_progress_barrages_and_stats(page: Any, homepage_server: 
     assert int(page.text_content("#c-shown") or 0) > 0
     # Counters repaint every 250 ms.
     wait_for(lambda: int(page.text_content("#c-sent") or 0) == accepted, what="sent counter to include the run")
+    assert_clean(probe)
+
+
+def counter(page: Any, name: str) -> int:
+    return int(page.text_content(f"#c-{name}") or 0)
+
+
+def latency_ms(page: Any, cell: str) -> float | None:
+    """The page's latency figure back in ms ("–", "9.50 ms", "250 ms", "1.23 s")."""
+    found = re.fullmatch(r"([0-9.]+) (ms|s)", page.text_content(cell) or "")
+    if found is None:
+        return None
+    return float(found.group(1)) * (1000.0 if found.group(2) == "s" else 1.0)
+
+
+def on_stage(page: Any) -> list[dict[str, Any]]:
+    """Text and place of every barrage flying now (read in one go: elements are recycled)."""
+    found: list[dict[str, Any]] = page.eval_on_selector_all(
+        "#stage .barrage:not(.idle)",
+        "els => els.map(el => ({text: el.textContent, top: Math.round(el.getBoundingClientRect().top)}))")
+    return found
+
+
+def stored_items(server: Server, room: str) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"room": room, "since": "", "limit": "500"})
+    with urllib.request.urlopen(f"{server.base_url}/api/barrages?{query}", timeout=10) as response:
+        items: list[dict[str, Any]] = json.loads(response.read())["items"]
+    return items
+
+
+def test_latency_counts_from_sent_at_to_shown(page: Any, homepage_server: Server, probe: PageProbe) -> None:
+    room = open_room(page, homepage_server, "latency")
+    # A barrage stamped 1.5 s ago: the counter must count those 1.5 s (it starts at sent_at, not on arrival).
+    text = f"stamped earlier {uuid.uuid4().hex[:6]}"
+    status, _ = homepage_server.post_json("/api/barrages", {"room": room, "user": "dora", "text": text,
+                                                            "sent_at": int(time.time() * 1000) - 1500})
+    assert status == 202
+    flying(page, text).wait_for(state="visible")
+    shown = wait_for(lambda: latency_ms(page, "#c-p50"), what="a latency figure")
+    assert shown is not None and 1500 <= shown < 1500 + 10_000
+    assert latency_ms(page, "#c-p99") == shown  # one sample
+    assert_clean(probe)
+
+
+def test_barrages_of_one_lane_take_free_lanes_at_once(page: Any, homepage_server: Server, probe: PageProbe) -> None:
+    room = open_room(page, homepage_server, "lanes")
+    tag = uuid.uuid4().hex[:6]
+    # Ids the processor places in one lane (12 lanes by default): waiting for that lane would hold
+    # the last of them for five lane-lengths while the other lanes are free.
+    ids = [i for i in (f"lane-{tag}-{n}" for n in range(200)) if assign_lane(i, 12) == 0][:6]
+    batch = [{"id": i, "room": room, "user": "erin", "text": f"same lane {tag} {n}"} for n, i in enumerate(ids)]
+    status, _ = homepage_server.post_json("/api/barrages", batch)
+    assert status == 202
+
+    def all_six() -> list[dict[str, Any]] | None:
+        now = [b for b in on_stage(page) if tag in b["text"]]
+        return now if len(now) == 6 else None
+
+    six = wait_for(all_six, what="all six barrages on the stage")
+    assert six is not None
+    assert len({b["top"] for b in six}) == 6, six
+    assert counter(page, "skipped") == 0
+    assert_clean(probe)
+
+
+def test_a_flood_shows_the_newest_and_skips_what_they_overtook(
+        page: Any, homepage_server: Server, probe: PageProbe) -> None:
+    room = open_room(page, homepage_server, "flood")
+    tag = uuid.uuid4().hex[:6]
+    flood = [{"room": room, "user": "frank", "text": f"flood {tag} {n}"} for n in range(200)]
+    status, _ = homepage_server.post_json("/api/barrages", flood)
+    assert status == 202
+    wait_for(lambda: counter(page, "received") == 200 and counter(page, "shown") + counter(page, "skipped") == 200,
+             what="every barrage of the flood shown or skipped")
+    shown = counter(page, "shown")
+    # Far more than the stage has room for at once: it shows the newest, not a backlog of old ones
+    # that would be later and later.
+    assert 0 < shown < 200
+    in_order = stored_items(homepage_server, room)  # the order the stream delivered them in
+    assert len(in_order) == 200
+    newest = {item["text"] for item in in_order[-shown:]}
+    assert {b["text"] for b in on_stage(page) if tag in b["text"]} == newest
+    assert counter(page, "skipped") == 200 - shown
     assert_clean(probe)
 
 

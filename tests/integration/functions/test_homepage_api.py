@@ -203,6 +203,11 @@ def test_options_from_settings() -> None:
         options({"BARRAGE_MAX_STREAMS": "many"})
     with pytest.raises(ConfigError, match="BARRAGE_MAX_STREAMS"):
         options({"BARRAGE_MAX_STREAMS": "-1"})
+    assert both.stream_poll_s == 0.05  # a stored barrage is pushed within 50 ms
+    assert options({"BARRAGE_STREAM_TICK_MS": "250"}).stream_poll_s == 0.25
+    for bad in ("0", "fast", "20000"):
+        with pytest.raises(ConfigError, match="BARRAGE_STREAM_TICK_MS"):
+            options({"BARRAGE_STREAM_TICK_MS": bad})
 
 
 def test_healthz(client: TestClient) -> None:
