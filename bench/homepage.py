@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -198,10 +198,48 @@ def _cpu_text(figures: dict[str, float]) -> str:
     return ", ".join(f"{name} {ms:.2f}" for name, ms in figures.items()) or "-"
 
 
+def alternating_rounds(urls: dict[str, str], processes: dict[str, list[int]], script: Callable[[], Path],
+                       args: argparse.Namespace, names: list[str]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """A 2 s warm-up of each of ``urls`` (``names`` and ``yardstick``), then ``args.rounds`` rounds of wrk
+    against each, the order reversed every other round. Per round: each server's wrk figures, the CPU ms
+    per request of every process in ``processes`` and each server's ratio to the yardstick. Also the
+    2xx answers each of ``names`` gave, warm-up included. ``script`` gives the wrk script for each run."""
+    answered = dict.fromkeys(names, 0)
+    for name, url in urls.items():  # warm-up: connections, producers, imports
+        result = wrk(url, script(), args.threads, args.connections, 2)
+        if name != "yardstick":
+            answered[name] += result["requests"] - result["non_2xx"]
+    rounds: list[dict[str, Any]] = []
+    for index in range(args.rounds):
+        order = list(urls.items())
+        if index % 2:
+            order.reverse()
+        figures: dict[str, Any] = {}
+        for name, url in order:
+            before = {k: cpu_s(v) for k, v in processes.items()}
+            figures[name] = wrk(url, script(), args.threads, args.connections, args.duration)
+            used = {k: cpu_s(v) - before[k] for k, v in processes.items()}
+            # CPU milliseconds per request, per process: where the time goes.
+            figures[name]["cpu_ms_per_request"] = {k: 1000 * v / max(1, figures[name]["requests"])
+                                                   for k, v in used.items() if v > 0.05}
+            if name != "yardstick":
+                answered[name] += figures[name]["requests"] - figures[name]["non_2xx"]
+        for name in names:
+            figures[name]["ratio"] = figures[name]["rate"] / figures["yardstick"]["rate"]
+        rounds.append(figures)
+        line = "; ".join(
+            f"{name} {figures[name]['rate']:,.0f}/s = {figures[name]['ratio']:.2f}x (p50 "
+            f"{figures[name]['latency_ms'].get('50', float('nan')):.1f} ms, p99 "
+            f"{figures[name]['latency_ms'].get('99', float('nan')):.1f} ms, non-2xx {figures[name]['non_2xx']}, "
+            f"CPU ms/request {_cpu_text(figures[name]['cpu_ms_per_request'])})" for name in names)
+        print(f"round {index + 1}: yardstick {figures['yardstick']['rate']:,.0f}/s (CPU ms/request "
+              f"{_cpu_text(figures['yardstick']['cpu_ms_per_request'])}); {line}", flush=True)
+    return rounds, answered
+
+
 def post_rounds(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
-    rounds: list[dict[str, Any]] = []
     workers = [int(w) for w in args.workers.split(",")]
     names = [f"homepage-{w}w" for w in workers]
     with contextlib.ExitStack() as stack:
@@ -213,34 +251,8 @@ def post_rounds(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             urls[name], processes[name] = url + "/api/barrages", tree(child.process.pid)
         stick, stick_child = stack.enter_context(yardstick(work))
         urls["yardstick"], processes["yardstick"] = stick + "/", tree(stick_child.process.pid)
-        answered = 0
-        for name, url in urls.items():  # warm-up: connections, producers, imports
-            result = wrk(url, script, args.threads, args.connections, 2)
-            answered += result["requests"] - result["non_2xx"] if name != "yardstick" else 0
-        for index in range(args.rounds):
-            order = list(urls.items())
-            if index % 2:
-                order.reverse()
-            figures: dict[str, Any] = {}
-            for name, url in order:
-                before = {k: cpu_s(v) for k, v in processes.items()}
-                figures[name] = wrk(url, script, args.threads, args.connections, args.duration)
-                used = {k: cpu_s(v) - before[k] for k, v in processes.items()}
-                # CPU milliseconds per request, per process: where the time goes.
-                figures[name]["cpu_ms_per_request"] = {k: 1000 * v / max(1, figures[name]["requests"])
-                                                       for k, v in used.items() if v > 0.05}
-                if name != "yardstick":
-                    answered += figures[name]["requests"] - figures[name]["non_2xx"]
-            for name in names:
-                figures[name]["ratio"] = figures[name]["rate"] / figures["yardstick"]["rate"]
-            rounds.append(figures)
-            line = "; ".join(
-                f"{name} {figures[name]['rate']:,.0f}/s = {figures[name]['ratio']:.2f}x (p50 "
-                f"{figures[name]['latency_ms'].get('50', float('nan')):.1f} ms, p99 "
-                f"{figures[name]['latency_ms'].get('99', float('nan')):.1f} ms, non-2xx {figures[name]['non_2xx']}, "
-                f"CPU ms/request {_cpu_text(figures[name]['cpu_ms_per_request'])})" for name in names)
-            print(f"round {index + 1}: yardstick {figures['yardstick']['rate']:,.0f}/s (CPU ms/request "
-                  f"{_cpu_text(figures['yardstick']['cpu_ms_per_request'])}); {line}", flush=True)
+        rounds, counted = alternating_rounds(urls, processes, lambda: script, args, names)
+        answered = sum(counted.values())
         in_topic = topic_records(broker.bootstrap)
     # Requests cut off when wrk stops may be published without being counted: at most one per connection.
     slack = args.connections * (args.rounds + 1) * len(names)

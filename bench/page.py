@@ -61,7 +61,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _support import Stack, descendants, emit_json, median, running_stack, work_dir
+from _support import Stack, descendants, emit_json, median, running_stack, wait_for, work_dir
 from e2e import component, cpu_seconds
 
 from functions.adapters.sqlite import SQLiteResultStore
@@ -153,15 +153,6 @@ def page_figures(page: Any) -> dict[str, Any]:
         "p50_ms": parse_ms(page.text_content("#c-p50")), "p99_ms": parse_ms(page.text_content("#c-p99")),
         "transport": page.get_attribute("#transport", "data-mode"),
     }
-
-
-def wait_until(predicate: Any, timeout_s: float, what: str, every_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(every_s)
-    raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def settle(page: Any, expected: int, timeout_s: float) -> dict[str, Any]:
@@ -307,7 +298,7 @@ def idle_barrage(stack: Stack, browser: Any) -> dict[str, Any]:
         page.fill("#text", text)
         page.click("#send")
         page.locator("#stage .barrage:not(.idle)").filter(has_text=text).first.wait_for(state="visible")
-        wait_until(lambda: parse_ms(page.text_content("#c-p50")) is not None, 10, "the idle barrage's latency")
+        wait_for(lambda: parse_ms(page.text_content("#c-p50")) is not None, 10, "the idle barrage's latency")
         probe = page.evaluate("() => window.__pageBench")
         return {"page_ms": parse_ms(page.text_content("#c-p50")), "split": split(probe, set(probe["launched"])),
                 "page_errors": errors}
@@ -344,7 +335,7 @@ def one_run(stack: Stack, browser: Any, store: SQLiteResultStore, settle_s: floa
     finally:
         context.close()
         raw.close()
-    wait_until(lambda: len(stored_of_run(store, room, "load", started_ms)) >= run["accepted"], 60,
+    wait_for(lambda: len(stored_of_run(store, room, "load", started_ms)) >= run["accepted"], 60,
                "every accepted barrage in the store")
     stored = stored_of_run(store, room, "load", started_ms)
     stored_latency = sorted(float(r["processed_at"] - r["sent_at"]) for r in stored)

@@ -22,12 +22,11 @@ import contextlib
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _support import emit_json, median, processor_server, work_dir
-from homepage import _cpu_text, cpu_s, tree, wrk, yardstick
+from homepage import alternating_rounds, tree, yardstick
 
 # Each wrk thread numbers its requests; the ids are 26 Crockford base32 characters, as ULIDs.
 WRK_SCRIPT = """
@@ -86,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         urls: dict[str, str] = {}
         processes: dict[str, list[int]] = {}
         databases: dict[str, Path] = {}
-        answered = dict.fromkeys(names, 0)
         for name, count in zip(names, workers, strict=True):
             (work / name).mkdir()
             databases[name] = work / name / "barrage.db"
@@ -94,34 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             urls[name], processes[name] = url, tree(child.process.pid)
         stick, stick_child = stack.enter_context(yardstick(work))
         urls["yardstick"], processes["yardstick"] = stick + "/", tree(stick_child.process.pid)
-        for name, url in urls.items():  # warm-up: connections, imports, the first SQLite writes
-            result = wrk(url, script(), args.threads, args.connections, 2)
-            if name != "yardstick":
-                answered[name] += result["requests"] - result["non_2xx"]
-        rounds: list[dict[str, Any]] = []
-        for index in range(args.rounds):
-            order = list(urls.items())
-            if index % 2:
-                order.reverse()
-            figures: dict[str, Any] = {}
-            for name, url in order:
-                before = {k: cpu_s(v) for k, v in processes.items()}
-                figures[name] = wrk(url, script(), args.threads, args.connections, args.duration)
-                used = {k: cpu_s(v) - before[k] for k, v in processes.items()}
-                figures[name]["cpu_ms_per_request"] = {k: 1000 * v / max(1, figures[name]["requests"])
-                                                       for k, v in used.items() if v > 0.05}
-                if name != "yardstick":
-                    answered[name] += figures[name]["requests"] - figures[name]["non_2xx"]
-            for name in names:
-                figures[name]["ratio"] = figures[name]["rate"] / figures["yardstick"]["rate"]
-            rounds.append(figures)
-            line = "; ".join(
-                f"{name} {figures[name]['rate']:,.0f}/s = {figures[name]['ratio']:.2f}x (p50 "
-                f"{figures[name]['latency_ms'].get('50', float('nan')):.1f} ms, p99 "
-                f"{figures[name]['latency_ms'].get('99', float('nan')):.1f} ms, non-2xx {figures[name]['non_2xx']}, "
-                f"CPU ms/request {_cpu_text(figures[name]['cpu_ms_per_request'])})" for name in names)
-            print(f"round {index + 1}: yardstick {figures['yardstick']['rate']:,.0f}/s (CPU ms/request "
-                  f"{_cpu_text(figures['yardstick']['cpu_ms_per_request'])}); {line}", flush=True)
+        rounds, answered = alternating_rounds(urls, processes, script, args, names)
         stack.close()  # the servers stop: every accepted write is in its file
         rows = {name: stored_rows(databases[name]) for name in names}
     # A request cut off when wrk stops may be stored without being counted: at most one per connection.
