@@ -176,23 +176,36 @@ class Combiner:
         taken, self._waiting = self._waiting[:self._max], self._waiting[self._max:]
         self._running = True
         loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(self._executor, self._function.run_combined,
-                                    [(item, invocation) for item, invocation, _ in taken])
+        try:
+            call = loop.run_in_executor(self._executor, self._function.run_combined,
+                                        [(item, invocation) for item, invocation, _ in taken])
+        except RuntimeError as exc:  # the pool is shut down (the server is stopping): no waiter hangs
+            self._running = False
+            self._settle(taken, exc, [])
+            return
         call.add_done_callback(lambda done: self._finish(taken, done))
 
     def _finish(self, taken: list[tuple[Delivered, Invocation[Any], asyncio.Future[Outcome]]],
                 done: asyncio.Future[list[Outcome]]) -> None:
         self._running = False
-        error = done.exception()
+        if done.cancelled():
+            self._settle(taken, asyncio.CancelledError("the call was cancelled"), [])
+        else:
+            error = done.exception()
+            self._settle(taken, error, done.result() if error is None else [])
+        if self._waiting:
+            self._start()
+
+    @staticmethod
+    def _settle(taken: list[tuple[Delivered, Invocation[Any], asyncio.Future[Outcome]]],
+                error: BaseException | None, outcomes: list[Outcome]) -> None:
         for index, (_, _, future) in enumerate(taken):
             if future.done():
                 continue
             if error is not None:
                 future.set_exception(error)
             else:
-                future.set_result(done.result()[index])
-        if self._waiting:
-            self._start()
+                future.set_result(outcomes[index])
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:

@@ -239,3 +239,15 @@ def test_combined_calls_are_capped() -> None:
     calls.clear()
     assert asyncio.run(scenario()) == [1] * 8
     assert [len(c) for c in calls] == [1, 3, 3, 1]
+
+
+def test_no_waiter_hangs_once_the_pool_is_shut_down() -> None:
+    async def scenario() -> list[str]:
+        executor = ThreadPoolExecutor(max_workers=1)
+        combiner = Combiner(tally, executor)
+        executor.shutdown()
+        record = record_from_attributes({"specversion": "1.0", "id": "e1", "source": "/t", "type": "t"}, b"{}")
+        results = await asyncio.gather(combiner.run(record, tally.invocation("test")), return_exceptions=True)
+        return [type(r).__name__ for r in results]
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 5)) == ["RuntimeError"]
