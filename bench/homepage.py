@@ -237,6 +237,18 @@ def alternating_rounds(urls: dict[str, str], processes: dict[str, list[int]], sc
     return rounds, answered
 
 
+def round_medians(rounds: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """One server's figures over the rounds: medians of rate, ratio and latency; sums of the failures."""
+    return {
+        "rate": median([r[name]["rate"] for r in rounds]),
+        "ratio": median([r[name]["ratio"] for r in rounds]),
+        "p50_ms": median([r[name]["latency_ms"].get("50", float("nan")) for r in rounds]),
+        "p99_ms": median([r[name]["latency_ms"].get("99", float("nan")) for r in rounds]),
+        "non_2xx": sum(r[name]["non_2xx"] for r in rounds),
+        "socket_errors": sum(r[name]["socket_errors"] for r in rounds),
+    }
+
+
 def post_rounds(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
@@ -261,15 +273,9 @@ def post_rounds(work: Path, args: argparse.Namespace) -> dict[str, Any]:
           f"({'consistent' if consistent else 'INCONSISTENT'}: at most {slack} uncounted in-flight)", flush=True)
     per_config = {
         name: {
-            "workers": count,
-            "rate": median([r[name]["rate"] for r in rounds]),
-            "ratio": median([r[name]["ratio"] for r in rounds]),
-            "p50_ms": median([r[name]["latency_ms"].get("50", float("nan")) for r in rounds]),
-            "p99_ms": median([r[name]["latency_ms"].get("99", float("nan")) for r in rounds]),
+            **round_medians(rounds, name), "workers": count,
             "cpu_ms_per_request": {k: median([r[name]["cpu_ms_per_request"].get(k, 0.0) for r in rounds])
                                    for k in ("broker", name)},
-            "non_2xx": sum(r[name]["non_2xx"] for r in rounds),
-            "socket_errors": sum(r[name]["socket_errors"] for r in rounds),
         }
         for name, count in zip(names, workers, strict=True)
     }

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _support import emit_json, median, processor_server, work_dir
-from homepage import alternating_rounds, tree, yardstick
+from homepage import alternating_rounds, round_medians, tree, yardstick
 
 # Each wrk thread numbers its requests; the ids are 26 Crockford base32 characters, as ULIDs.
 WRK_SCRIPT = """
@@ -53,7 +53,12 @@ request = function()
   return wrk.format("POST", "/", nil, body)
 end
 """
-ROUND_LETTERS = "ABCDEFGHJKMNPQRSTVWXYZ"  # one per wrk run, so ids never repeat across runs
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def run_tag(run: int) -> str:
+    """Two Crockford digits of its own for each wrk run (up to 1,024), so ids never repeat across runs."""
+    return CROCKFORD[run // 32 % 32] + CROCKFORD[run % 32]
 
 
 def stored_rows(db: Path) -> int:
@@ -77,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         def script() -> Path:
             nonlocal runs
             path = work / f"events-{runs}.lua"
-            path.write_text(WRK_SCRIPT.replace("ROUND", repr(ROUND_LETTERS[runs % len(ROUND_LETTERS)]) + " .. "
-                                               + repr(f"{runs // len(ROUND_LETTERS):01d}")), encoding="utf-8")
+            path.write_text(WRK_SCRIPT.replace("ROUND", f'"{run_tag(runs)}"'), encoding="utf-8")
             runs += 1
             return path
 
@@ -104,13 +108,8 @@ def main(argv: list[str] | None = None) -> int:
           f"in-flight per server)", flush=True)
     per_config = {
         name: {
-            "workers": count,
-            "rate": median([r[name]["rate"] for r in rounds]),
-            "ratio": median([r[name]["ratio"] for r in rounds]),
-            "p50_ms": median([r[name]["latency_ms"].get("50", float("nan")) for r in rounds]),
-            "p99_ms": median([r[name]["latency_ms"].get("99", float("nan")) for r in rounds]),
+            **round_medians(rounds, name), "workers": count,
             "cpu_ms_per_request": median([r[name]["cpu_ms_per_request"].get(name, 0.0) for r in rounds]),
-            "non_2xx": sum(r[name]["non_2xx"] for r in rounds),
             "answered": answered[name], "stored": rows[name],
         }
         for name, count in zip(names, workers, strict=True)

@@ -1,7 +1,7 @@
 """uvicorn's httptools protocol with the deadlines and the header cap of ``functions.http_limits``.
 
-A module of its own because it imports httptools, which FC's code package leaves out
-(``functions.http_limits.protocol_class`` falls back to h11 there). The clock follows the
+A module of its own because it imports httptools, which may be missing (a plain ``uvicorn``
+install): ``functions.http_limits.protocol_class`` falls back to h11 then. The clock follows the
 parser's callbacks: a message begins, its headers complete, it completes.
 """
 
