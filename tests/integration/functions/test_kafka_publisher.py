@@ -308,3 +308,28 @@ def test_latest_initial_offset_skips_what_came_before(kafka_broker: LocalBroker)
         finally:
             consumer.close()
     assert [barrage_of(r).id for r in records] == [b.id for b in new]
+
+
+def test_consumer_returns_what_has_arrived_without_waiting_for_a_full_batch(kafka_broker: LocalBroker) -> None:
+    # librdkafka's consume(n, timeout) holds a short batch until the timeout: a dispatcher asking for
+    # 500 records would delay each of a trickle by its whole poll timeout.
+    topic = kafka_broker.new_topic(partitions=1)
+    settings = KafkaSettings(servers=(kafka_broker.bootstrap,), topic=topic)
+    consumer = KafkaRecordConsumer(settings, f"g-{uuid.uuid4().hex[:8]}", initial_offset="earliest")
+    try:
+        with KafkaPublisher(settings) as pub:
+            pub.publish_many(make_barrages(1, rooms=1, tag="warm"))
+            assert len(_drain(consumer, 1)) == 1  # the group has formed and the partition is fetched
+            timeout_s = 8.0
+            pub.publish_many(make_barrages(1, rooms=1, tag="one"))
+            started = time.monotonic()
+            records = consumer.consume(500, timeout_s)
+            waited = time.monotonic() - started
+            assert [barrage_of(r).id for r in records] == ["one-00000"]
+            assert waited < timeout_s / 2, f"one record waited {waited:.1f} s for a batch of 500"
+            # What has arrived is taken together, not one record per call.
+            pub.publish_many(make_barrages(30, rooms=1, tag="many"))
+            time.sleep(0.5)  # fetched meanwhile
+            assert len(consumer.consume(500, timeout_s)) == 30
+    finally:
+        consumer.close()
