@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--container-concurrency", type=int, default=None,
+                        help="the processor's CONTAINER_CONCURRENCY (default: its Knative manifest's)")
     args = parser.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
     names = [f"processor-{w}w" for w in workers]
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, count in zip(names, workers, strict=True):
             (work / name).mkdir()
             databases[name] = work / name / "barrage.db"
-            url, child = stack.enter_context(processor_server(databases[name], work / name, workers=count))
+            url, child = stack.enter_context(processor_server(databases[name], work / name, workers=count,
+                                                                    container_concurrency=args.container_concurrency))
             urls[name], processes[name] = url, tree(child.process.pid)
         stick, stick_child = stack.enter_context(yardstick(work))
         urls["yardstick"], processes["yardstick"] = stick + "/", tree(stick_child.process.pid)
