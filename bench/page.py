@@ -273,8 +273,8 @@ class RawViewer:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # ends the reader's blocking read
+        self._thread.join(5)  # before closing: a close under a read leaves http.client half torn down
         self._connection.close()
-        self._thread.join(5)
 
 
 def open_page(browser: Any, url: str) -> tuple[Any, Any, list[str]]:

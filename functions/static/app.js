@@ -2,11 +2,15 @@
 "use strict";
 
 (function () {
-  const MAX_ON_SCREEN = 160; // pooled elements; beyond this, barrages wait in their lane
   const WAITING_MAX = 256; // barrages waiting for room on the stage; beyond this the oldest are skipped
   const MAX_WAIT_MS = 4000; // a barrage that waited longer than this is skipped, not shown late
   const CROSS_MS = 7000; // time for a barrage to cross the stage, whatever its width
   const GAP_PX = 28; // space between consecutive barrages in a lane
+  // A lane takes a barrage at most this often, however short the text: so each lane holds at most
+  // CROSS_MS / MIN_LANE_MS + 2 at once, and the element pool, sized from that, never runs out
+  // before the lanes do (a fixed pool of 160 did, for the load run's "666": 12 lanes x 19).
+  const MIN_LANE_MS = 250;
+  const PER_LANE = Math.ceil(CROSS_MS / MIN_LANE_MS) + 2;
   const MIN_LANES = 12;
   const POLL_MS = 500; // polling interval when SSE is unavailable (<= 1 s)
   const SSE_RETRY_MS = 30000; // after falling back to polling, try SSE again this often
@@ -76,7 +80,7 @@
 
   function takeElement() {
     if (pool.length) return pool.pop();
-    if (created >= MAX_ON_SCREEN) return null;
+    if (created >= laneCount * PER_LANE) return null;
     created += 1;
     const el = document.createElement("span");
     el.className = "barrage idle";
@@ -141,7 +145,7 @@
       );
       animation.onfinish = () => releaseElement(el);
       animation.oncancel = () => releaseElement(el);
-      laneFreeAt[launch.lane] = now + (textWidth + GAP_PX) / speed;
+      laneFreeAt[launch.lane] = now + Math.max((textWidth + GAP_PX) / speed, MIN_LANE_MS);
       state.shown += 1;
       state.shownTimes.push(now);
       if (!launch.entry.backlog && Number.isFinite(item.sent_at)) {

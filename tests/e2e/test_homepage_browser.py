@@ -188,6 +188,27 @@ def test_a_flood_shows_the_newest_and_skips_what_they_overtook(
     assert_clean(probe)
 
 
+def test_a_stream_of_short_barrages_fills_the_lanes_not_a_fixed_pool(
+        page: Any, homepage_server: Server, probe: PageProbe) -> None:
+    # Short texts leave room in their lane quickly: 12 lanes hold about 19 "666"s each while they
+    # cross (7 s). A pool of elements smaller than that (160 once) ran out first, and a new barrage
+    # then waited seconds for one to finish crossing although lanes had room.
+    room = open_room(page, homepage_server, "short")
+    started = time.monotonic()
+    sent = most_flying = 0
+    while time.monotonic() - started < 6.5:
+        wave = [{"room": room, "user": "gina", "text": str((sent + n) % 10)} for n in range(20)]
+        status, _ = homepage_server.post_json("/api/barrages", wave)
+        assert status == 202
+        sent += len(wave)
+        most_flying = max(most_flying, len(on_stage(page)))
+        time.sleep(0.1)
+    # Each of the 12 lanes takes a one-digit text about every 0.25 s; none finishes crossing before 7 s.
+    assert 160 < most_flying <= 12 * 30, f"at most {most_flying} barrages on the stage at once (30 fit a lane)"
+    wait_for(lambda: counter(page, "shown") + counter(page, "skipped") == sent, what="every barrage shown or skipped")
+    assert_clean(probe)
+
+
 def test_polling_when_there_is_no_event_source(page: Any, homepage_server: Server, probe: PageProbe) -> None:
     page.add_init_script("delete window.EventSource")
     room = open_room(page, homepage_server, "poll")
