@@ -143,7 +143,9 @@ def consumer_config(
             "auto.offset.reset": initial_offset,
             "session.timeout.ms": 6000,
             "heartbeat.interval.ms": 1500,
-            "fetch.wait.max.ms": 20,
+            # Tansu answers a fetch only when this runs out, new records or not (a real Kafka answers
+            # at once): each record waits up to this long. 5 ms: send->stored p99 at 500/s 27 -> 16 ms.
+            "fetch.wait.max.ms": 5,
         }
     )
     return config
