@@ -75,7 +75,13 @@ def sanitise(text: str, max_length: int = MAX_TEXT_LENGTH) -> tuple[str, bool]:
     changes nothing.
     """
     # Normalise after dropping: a removed character may sit between two that compose.
-    kept = "".join(" " if c.isspace() else c for c in text if c.isspace() or not _is_dropped(c))
+    if text.isprintable():
+        # str.isprintable is false for every character of the dropped categories and for every
+        # whitespace but " ", so the loop below would keep such a text as it is (a quarter of
+        # a batch's processing time otherwise, measured with cProfile).
+        kept = text
+    else:
+        kept = "".join(" " if c.isspace() else c for c in text if c.isspace() or not _is_dropped(c))
     cleaned = " ".join(unicodedata.normalize("NFC", kept).split())
     truncated = len(cleaned) > max_length
     if truncated:

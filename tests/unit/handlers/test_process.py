@@ -61,6 +61,17 @@ def test_sanitise_is_idempotent(text: str, cap: int) -> None:
     assert sanitise(once, cap) == (once, False)
 
 
+@given(st.text(max_size=80))
+def test_a_printable_text_keeps_every_character_the_sanitiser_would_keep(text: str) -> None:
+    # The fast path (str.isprintable) must agree with the character-by-character rule.
+    by_rule = "".join(" " if c.isspace() else c for c in text
+                      if c.isspace() or unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Cn"))
+    if text.isprintable():
+        assert by_rule == text
+    cleaned, _ = sanitise(text, 10_000)
+    assert cleaned == " ".join(unicodedata.normalize("NFC", by_rule).split())
+
+
 def test_sanitise_examples() -> None:
     assert sanitise("  a\u200b b\t\n\r c\u0000 ") == ("a b c", False)
     assert sanitise("e\u0301") == ("\u00e9", False)  # NFC
