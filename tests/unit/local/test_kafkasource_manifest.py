@@ -14,7 +14,7 @@ def test_checked_in_manifest() -> None:
     spec = load_manifest(MANIFEST)
     assert spec.topics == ("barrage-info",)
     assert spec.consumer_group == "barrage-process"
-    assert spec.ordering == "ordered" and spec.initial_offset == "earliest"
+    assert spec.ordering == "unordered" and spec.initial_offset == "earliest"
     assert spec.sink.ref_name == "barrage-process"
     assert spec.delivery.retry == 10 and spec.delivery.backoff_delay_s == pytest.approx(0.3)
     assert spec.delivery.dead_letter is not None
