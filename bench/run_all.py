@@ -95,7 +95,10 @@ def targets(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, str, s
     processor = results.get("processor")
     if processor:
         ratio = processor["batch_ratio"]
-        rows.append(("processor batch vs per-event HTTP", ">= 10x", f"{ratio:.1f}x",
+        # Since issue 14 per-event requests that wait are combined into one store write, so the
+        # per-event side moved towards batch; both figures are given to show which side moved.
+        rows.append(("processor batch vs per-event HTTP", ">= 10x",
+                     f"{ratio:.2f}x (batch {_f(processor['batch'])}/s, per-event {_f(processor['per_event'])}/s)",
                      "met" if ratio >= 10 else "NOT met"))
     e2e = results.get("e2e")
     if e2e:
