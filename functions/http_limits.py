@@ -10,11 +10,14 @@ code package) are uvicorn's own with a clock per connection:
   connection's start, or of the first byte after the previous response. Past it, a client that
   sent part of a request gets 408 and the connection closes; one that sent nothing is closed.
 - **body**: while a body arrives, at most ``body_timeout_s`` may pass without a byte of it (as
-  nginx's ``client_body_timeout``). Time in which the server is the one waiting does not count:
-  while uvicorn has stopped reading because the app has not taken what arrived (64 KiB), and until
-  the app asks for a body announced with ``Expect: 100-continue``. Past it the app's ``receive()``
-  answers ``http.disconnect`` (nothing is half-accepted), the client gets 408 if no response has
-  started, and the connection closes.
+  nginx's ``client_body_timeout``), and once it has been arriving for ``body_timeout_s`` it must
+  have come at ``body_min_rate`` bytes a second at least, on average (as Kestrel's
+  ``MinRequestBodyDataRate``): a byte now and then keeps no connection for ever. Time in which the
+  server is the one waiting does not count: while uvicorn has stopped reading because the app has
+  not taken what arrived (64 KiB), and until the app asks for a body announced with
+  ``Expect: 100-continue``; the rate is measured again from when the server reads again. Past
+  either the app's ``receive()`` answers ``http.disconnect`` (nothing is half-accepted), the
+  client gets 408 if no response has started, and the connection closes.
 - **header bytes**: a request line and headers longer than ``max_header_bytes`` answer 431. They are
   counted per read (the read that completes them, or begins a request after another, is not), so
   the cap holds to within one read (256 KiB at most).
@@ -50,6 +53,7 @@ class ReadLimits:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     max_header_bytes: int = 65_536
+    body_min_rate: int = 240  # bytes a second, averaged, once a body has taken body_timeout_s; 0: none
 
 
 class LimitedConfig(uvicorn.Config):
@@ -122,6 +126,8 @@ class RequestClock:
         "_last",
         "_limits",
         "_loop",
+        "_rate_bytes",
+        "_rate_since",
         "_server_waits",
         "_timer",
         "_timer_at",
@@ -129,7 +135,7 @@ class RequestClock:
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limits: ReadLimits, headers_expired: Callable[[], None],
-                 body_expired: Callable[[], None], server_waits: Callable[[], bool]) -> None:
+                 body_expired: Callable[[str], None], server_waits: Callable[[], bool]) -> None:
         self.phase: int = Phase.IDLE
         self._loop = loop
         self._limits = limits
@@ -137,6 +143,8 @@ class RequestClock:
         self._timer_at = 0.0
         self._due = 0.0  # when the headers are due
         self._last = 0.0  # the last time the client could not be blamed for the body's silence
+        self._rate_since = 0.0  # since when the body's rate is measured (0: not yet)
+        self._rate_bytes = 0  # body bytes read since then
         self._headers_expired = headers_expired
         self._body_expired = body_expired
         self._server_waits = server_waits
@@ -153,17 +161,28 @@ class RequestClock:
     def headers_end(self) -> None:
         if self.phase != Phase.CLOSED:
             self.phase = Phase.BODY
-            self._last = 0.0  # read when the body turns out to be incomplete (body_wait): most never are
+            # Both read when the body turns out to be incomplete (body_wait): most never are.
+            self._last = self._rate_since = 0.0
+            self._rate_bytes = 0
 
-    def body_progress(self) -> None:
-        """Body bytes arrived, or the server started reading again: the client's silence starts now."""
+    def body_progress(self, size: int) -> None:
+        """``size`` body bytes arrived: the client's silence starts now."""
         self._last = self._loop.time()
+        self._rate_bytes += size
+
+    def server_resumed(self) -> None:
+        """The server reads again (it had stopped, or awaited the app for a 100 Continue): the client's
+        silence starts now, and its rate is measured from now."""
+        self._last = self._rate_since = self._loop.time()
+        self._rate_bytes = 0
 
     def body_wait(self) -> None:
         """More body is due (called after a read that did not complete it; bodiless requests never are)."""
         if self.phase == Phase.BODY:
             if not self._last:
                 self._last = self._loop.time()
+            if not self._rate_since:
+                self._rate_since = self._last
             self._wake_by(self._last + self._limits.body_timeout_s)
 
     def body_end(self) -> None:
@@ -194,14 +213,22 @@ class RequestClock:
             self.phase = Phase.CLOSED
             self._headers_expired()
         elif self.phase == Phase.BODY:
+            limits = self._limits
             if self._server_waits() or not self._last:
-                self._last = now
-            due = self._last + self._limits.body_timeout_s
-            if now < due - 0.001:
-                self._wake_by(due)
+                self._last = self._rate_since = now
+                self._rate_bytes = 0
+            due = self._last + limits.body_timeout_s
+            if now >= due - 0.001:
+                self.phase = Phase.CLOSED
+                self._body_expired(body_timeout_message(limits))
                 return
-            self.phase = Phase.CLOSED
-            self._body_expired()
+            measured = now - self._rate_since
+            if limits.body_min_rate and measured >= limits.body_timeout_s - 0.001 \
+                    and self._rate_bytes < limits.body_min_rate * measured:
+                self.phase = Phase.CLOSED
+                self._body_expired(body_rate_message(limits))
+                return
+            self._wake_by(due)
 
 
 class WatchedFlow(FlowControl):
@@ -216,10 +243,10 @@ class WatchedFlow(FlowControl):
     def resume_reading(self) -> None:  # on every receive(): kept cheap
         if self.read_paused:
             FlowControl.resume_reading(self)
-            self.clock.body_progress()
+            self.clock.server_resumed()
         elif self.continue_pending:
             self.continue_pending = False
-            self.clock.body_progress()
+            self.clock.server_resumed()
 
 
 def header_timeout_message(limits: ReadLimits) -> str:
@@ -230,17 +257,21 @@ def body_timeout_message(limits: ReadLimits) -> str:
     return f"no byte of the request's body arrived for {limits.body_timeout_s:g} s"
 
 
+def body_rate_message(limits: ReadLimits) -> str:
+    return f"the request's body arrived at less than {limits.body_min_rate:,} bytes a second"
+
+
 def too_large(limits: ReadLimits, default_headers: list[tuple[bytes, bytes]]) -> bytes:
     return refusal(431, f"the request's line and headers exceed {limits.max_header_bytes} bytes", default_headers)
 
 
-def expire_body(cycle: Any, transport: asyncio.Transport, limits: ReadLimits,
+def expire_body(cycle: Any, transport: asyncio.Transport, message: str,
                 default_headers: list[tuple[bytes, bytes]], may_answer: bool) -> None:
     """The body stalled: the app's ``receive()`` answers ``http.disconnect``, the client 408 if it can."""
-    log.info("closing a connection: %s", body_timeout_message(limits))
+    log.info("closing a connection: %s", message)
     if cycle is not None:
         if may_answer and not cycle.response_started:
-            transport.write(refusal(408, body_timeout_message(limits), default_headers))
+            transport.write(refusal(408, message, default_headers))
         if not cycle.response_complete:
             cycle.disconnected = True  # the app's sends are dropped from now on
             cycle.message_event.set()
@@ -274,7 +305,7 @@ class H11WithDeadlines(H11Protocol):
     def data_received(self, data: bytes) -> None:
         clock = self.clock
         if clock.phase == Phase.BODY:
-            clock.body_progress()
+            clock.body_progress(len(data))
         elif clock.phase == Phase.IDLE and (self.cycle is None or self.cycle.response_complete):
             clock.headers_begin()
             self._header_bytes = 0
@@ -323,9 +354,9 @@ class H11WithDeadlines(H11Protocol):
                                          self.server_state.default_headers))
         self.transport.close()
 
-    def _body_expired(self) -> None:
+    def _body_expired(self, message: str) -> None:
         if not self.transport.is_closing():
-            expire_body(self.cycle, self.transport, self.read_limits, self.server_state.default_headers, True)
+            expire_body(self.cycle, self.transport, message, self.server_state.default_headers, True)
 
     def _too_large(self) -> None:
         self.clock.close()

@@ -51,7 +51,7 @@ class HttpToolsWithDeadlines(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         clock = self.clock
         if clock.phase == Phase.BODY:
-            clock.body_progress()
+            clock.body_progress(len(data))
         elif clock.phase == Phase.IDLE and (self.cycle is None or self.cycle.response_complete):
             clock.headers_begin()
         if self._in_headers:
@@ -102,10 +102,9 @@ class HttpToolsWithDeadlines(HttpToolsProtocol):
                                          self.server_state.default_headers))
         self.transport.close()
 
-    def _body_expired(self) -> None:
+    def _body_expired(self, message: str) -> None:
         if not self.transport.is_closing():
-            expire_body(self.cycle, self.transport, self.read_limits, self.server_state.default_headers,
-                        not self.pipeline)
+            expire_body(self.cycle, self.transport, message, self.server_state.default_headers, not self.pipeline)
 
     def _too_large(self) -> None:
         self.clock.close()

@@ -20,6 +20,8 @@ with the deadlines of ``functions.http_limits``:
 - ``SERVER_HEADER_TIMEOUT_S`` (10), ``SERVER_BODY_TIMEOUT_S`` (30), ``SERVER_MAX_HEADER_BYTES`` (65,536):
   a request's headers within that time (else 408, or the connection closes), no pause of that long
   in its body (else 408 and the app sees ``http.disconnect``), headers no longer than that (431);
+- ``SERVER_BODY_MIN_RATE`` (240 bytes a second; 0: none): a body that has been arriving for
+  ``SERVER_BODY_TIMEOUT_S`` must have come at least that fast on average (else 408, as above);
 - ``SERVER_KEEPALIVE_S`` (5), ``SERVER_BACKLOG`` (2,048), ``SERVER_GRACEFUL_TIMEOUT_S`` (30: on
   SIGTERM, open requests and streams get that long before they are cancelled);
 - ``SERVER_HTTP``: the request parser, ``auto`` (httptools when installed, else h11), ``httptools``
@@ -88,6 +90,7 @@ class ServerOptions:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     max_header_bytes: int = 65_536
+    body_min_rate: int = 240
     graceful_timeout_s: float = 30.0
     http: str = "auto"  # the request parser: httptools when installed, else h11
 
@@ -101,6 +104,7 @@ class ServerOptions:
             header_timeout_s=_seconds(environ, "SERVER_HEADER_TIMEOUT_S", 10.0),
             body_timeout_s=_seconds(environ, "SERVER_BODY_TIMEOUT_S", 30.0),
             max_header_bytes=_positive(environ, "SERVER_MAX_HEADER_BYTES", 65_536, minimum=1024),
+            body_min_rate=_positive(environ, "SERVER_BODY_MIN_RATE", 240, minimum=0),
             graceful_timeout_s=_seconds(environ, "SERVER_GRACEFUL_TIMEOUT_S", 30.0),
             http=_choice(environ, "SERVER_HTTP", ("auto", "httptools", "h11")),
         )
@@ -109,7 +113,7 @@ class ServerOptions:
     def read_limits(self) -> ReadLimits:
         from functions.http_limits import ReadLimits
 
-        return ReadLimits(self.header_timeout_s, self.body_timeout_s, self.max_header_bytes)
+        return ReadLimits(self.header_timeout_s, self.body_timeout_s, self.max_header_bytes, self.body_min_rate)
 
 
 def functions_framework_argv(python: str, source: str | Path, target: str, host: str, port: int) -> list[str]:

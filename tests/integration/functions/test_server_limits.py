@@ -3,7 +3,8 @@
 ``python -m functions.entrypoint`` serves ``limits_app`` (an app that reports what it saw) both
 ways: ``knative`` (functions-framework's ASGI app under ``functions.serve``) and ``fc`` (the custom
 container), with httptools' parser and with h11's (what FC's code package has). The deadlines are
-set short through the environment (``SERVER_HEADER_TIMEOUT_S``, ``SERVER_BODY_TIMEOUT_S``: 1 s), so
+set short through the environment (``SERVER_HEADER_TIMEOUT_S``, ``SERVER_BODY_TIMEOUT_S``: 1 s;
+``SERVER_BODY_MIN_RATE``: 5 bytes a second), so
 the bounds below are generous margins on a shared machine, not performance claims.
 """
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 DEADLINE_S = 1.0
+MIN_RATE = 5  # bytes a second
 SLACK_S = 4.0  # how late past a deadline a close may come on a loaded machine
 SERVERS = [("knative", "httptools"), ("fc", "httptools"), ("fc", "h11")]
 
@@ -51,7 +53,8 @@ def start_server(tmp: Path, workload_class: str, parser: str, **environ: str) ->
     env = {**keep, "FUNCTIONS_APP": "tests.integration.functions.limits_app", "FUNCTION_TARGET": "probe",
            "WORKLOAD_CLASS": workload_class, "HOST": "127.0.0.1", "PORT": str(port), "WORKERS": "1",
            "SERVER_HTTP": parser, "SERVER_HEADER_TIMEOUT_S": str(DEADLINE_S), "SERVER_BODY_TIMEOUT_S": str(DEADLINE_S),
-           "LIMITS_EVENTS": str(events), "PYTHONDONTWRITEBYTECODE": "1", **environ}
+           "SERVER_BODY_MIN_RATE": str(MIN_RATE), "LIMITS_EVENTS": str(events), "PYTHONDONTWRITEBYTECODE": "1",
+           **environ}
     process = subprocess.Popen([sys.executable, "-m", "functions.entrypoint"], cwd=REPO, env=env,
                                stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -162,6 +165,29 @@ def test_a_body_that_keeps_coming_is_read_whole(server: Server) -> None:
             connection.sendall(part)
         response, _ = read_until_response(connection)
     assert status_of(response) == 200 and response.endswith(b'{"bytes": 60}')
+
+
+def test_a_body_that_trickles_below_the_rate_gets_408_though_never_silent(server: Server) -> None:
+    before = server.seen().count("disconnect")
+    with server.connect() as connection:
+        connection.sendall(request_bytes("POST", "/read", Content_Length="1000"))
+        began = time.monotonic()
+        try:  # a byte every 0.4 s (2.5 a second): never silent for the 1 s of the body timeout
+            while time.monotonic() - began < DEADLINE_S + SLACK_S + 5:
+                time.sleep(0.4)
+                connection.sendall(b"z")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed by the server, as it should be
+        response, _ = read_until_closed(connection, 5)
+        waited = time.monotonic() - began
+    assert status_of(response) == 408
+    assert error_of(response) == {"status": 408, "message": f"the request's body arrived at less than {MIN_RATE} "
+                                                            "bytes a second"}
+    assert DEADLINE_S * 0.9 <= waited <= DEADLINE_S + SLACK_S + 5
+    deadline = time.monotonic() + 5
+    while server.seen().count("disconnect") == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.seen().count("disconnect") == before + 1, server.seen()
 
 
 def test_an_app_slow_to_read_is_not_the_clients_fault(server: Server) -> None:
