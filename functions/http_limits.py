@@ -18,6 +18,7 @@ code package) are uvicorn's own with a clock per connection:
   ``Expect: 100-continue``; the rate is measured again from when the server reads again. Past
   either the app's ``receive()`` answers ``http.disconnect`` (nothing is half-accepted), the
   client gets 408 if no response has started, and the connection closes.
+- **not HTTP**: what the parser cannot read gets uvicorn's 400, but as the same JSON error.
 - **header bytes**: a request line and headers longer than ``max_header_bytes`` answer 431. They are
   counted per read (the read that completes them, or begins a request after another, is not), so
   the cap holds to within one read (256 KiB at most).
@@ -261,6 +262,11 @@ def body_rate_message(limits: ReadLimits) -> str:
     return f"the request's body arrived at less than {limits.body_min_rate:,} bytes a second"
 
 
+def not_http(message: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's 400 for what its parser cannot read ("Invalid HTTP request received."), as the JSON error."""
+    return refusal(400, f"the request is not valid HTTP/1.1 ({message.rstrip('.')})", default_headers)
+
+
 def too_large(limits: ReadLimits, default_headers: list[tuple[bytes, bytes]]) -> bytes:
     return refusal(431, f"the request's line and headers exceed {limits.max_header_bytes} bytes", default_headers)
 
@@ -363,3 +369,8 @@ class H11WithDeadlines(H11Protocol):
         if not self.transport.is_closing():
             self.transport.write(too_large(self.read_limits, self.server_state.default_headers))
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        self.clock.close()
+        self.transport.write(not_http(msg, self.server_state.default_headers))
+        self.transport.close()

@@ -21,6 +21,7 @@ from functions.http_limits import (
     header_timeout_message,
     limits_of,
     log,
+    not_http,
     refusal,
     too_large,
 )
@@ -105,6 +106,11 @@ class HttpToolsWithDeadlines(HttpToolsProtocol):
     def _body_expired(self, message: str) -> None:
         if not self.transport.is_closing():
             expire_body(self.cycle, self.transport, message, self.server_state.default_headers, not self.pipeline)
+
+    def send_400_response(self, msg: str) -> None:
+        self.clock.close()
+        self.transport.write(not_http(msg, self.server_state.default_headers))
+        self.transport.close()
 
     def _too_large(self) -> None:
         self.clock.close()

@@ -269,6 +269,8 @@ def test_malformed_requests_get_a_4xx(server: Server, raw: bytes) -> None:
         connection.sendall(raw)
         response, _ = read_until_closed(connection, DEADLINE_S + SLACK_S + 5)
     assert 400 <= status_of(response) < 500, response[:300]
+    error = error_of(response)  # the layer's JSON error, as every other refusal
+    assert error["status"] == status_of(response) and isinstance(error["message"], str) and error["message"]
 
 
 def test_healthz_answers_while_300_half_open_connections_are_held(server: Server) -> None:
