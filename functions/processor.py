@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from functions.adapters.tracing import Tracing, context_from
@@ -36,8 +36,7 @@ class DecodedEvent:
     event_id: str
     barrage: Barrage | None = None
     error: str | None = None  # permanent: the event can never be processed
-    # CloudEvent attributes and extensions (``traceparent`` among them) for tracing.
-    attributes: Mapping[str, str] = field(default_factory=dict)
+    traceparent: str | None = None  # the event's own trace (its ``traceparent`` extension)
 
 
 @dataclass(frozen=True)
@@ -80,16 +79,16 @@ def barrage_from_data(data: Any) -> Barrage:
 
 def decode_record(record: Record, now_ms: int) -> DecodedEvent:
     """The barrage a record carries; a record that can never be one is marked with why."""
-    attributes = record.attributes()
+    traceparent = record.traceparent
     try:
         if record.type == DIRECT_TYPE:  # a barrage invoked directly: ids and times stamped when absent
             barrage = parse_submission(record.json(), now_ms)
-            return DecodedEvent(record.id, barrage, attributes=attributes)
+            return DecodedEvent(record.id, barrage, traceparent=traceparent)
         if record.type not in ACCEPTED_TYPES:
-            return DecodedEvent(record.id, error=f"unsupported event type {record.type!r}", attributes=attributes)
-        return DecodedEvent(record.id, barrage_from_data(record.data), attributes=attributes)
+            return DecodedEvent(record.id, error=f"unsupported event type {record.type!r}", traceparent=traceparent)
+        return DecodedEvent(record.id, barrage_from_data(record.data), traceparent=traceparent)
     except (ValidationError, RecordError) as exc:
-        return DecodedEvent(record.id, error=str(exc), attributes=attributes)
+        return DecodedEvent(record.id, error=str(exc), traceparent=traceparent)
 
 
 def process_records(records: Sequence[Record], invocation: Invocation[Services]) -> list[Outcome]:
@@ -161,7 +160,7 @@ def _traced_process(
 
     spans = []
     for index, barrage in valid:
-        own = events[index].attributes.get("traceparent")
+        own = events[index].traceparent
         delivered = delivery_traceparents[index] if index < len(delivery_traceparents) else None
         parent = context_from(delivered or own)
         span = tracing.tracer.start_span(

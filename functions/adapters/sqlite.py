@@ -97,7 +97,7 @@ class SQLiteResultStore:
                         "INSERT OR IGNORE INTO barrages (id, room, user, text, lane, colour, sent_at,"
                         " processed_at, masked_words, truncated, flags) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (r.id, r.room, r.user, r.text, r.lane, r.colour, r.sent_at, r.processed_at,
-                         r.masked_words, int(r.truncated), json.dumps(list(r.flags))),
+                         r.masked_words, int(r.truncated), json.dumps(list(r.flags)) if r.flags else "[]"),
                     )
                     status = PutStatus.STORED if cursor_.rowcount == 1 else PutStatus.DUPLICATE
                     outcomes.append(PutResult(r.id, status))

@@ -26,24 +26,27 @@ class FixedClock:
 
 
 def test_kafkasource_plain_record() -> None:
-    events, batch = decode_http(*http_event("kafkasource_binary_plain.json"))
+    headers, body = http_event("kafkasource_binary_plain.json")
+    events, batch = decode_http(headers, body)
     assert not batch
     (event,) = events
     assert event.event_id == "partition:1/offset:42"
     assert event.barrage == Barrage("01JQ0000000000000000000001", "room-1", "alice", "hello barrage", 1767225600000)
-    assert event.attributes["key"] == "room-1" and event.attributes["kafkaheaderorigin"] == "seed"
+    (record,), _ = decode({k.lower(): v for k, v in headers.items()}, body)
+    assert isinstance(record, Record)
+    assert record.extensions["key"] == "room-1" and record.extensions["kafkaheaderorigin"] == "seed"
 
 
 def test_kafkasource_forwarded_cloudevent_keeps_traceparent() -> None:
     (event,), _ = decode_http(*http_event("kafkasource_binary_forwarded.json"))
     assert event.barrage is not None and event.barrage.id == event.event_id
-    assert event.attributes["traceparent"] == TRACEPARENT
+    assert event.traceparent == TRACEPARENT
 
 
 def test_structured_event() -> None:
     (event,), batch = decode_http(*http_event("structured.json"))
     assert not batch and event.barrage is not None
-    assert event.barrage.colour == "#ff0000" and event.attributes["traceparent"] == TRACEPARENT
+    assert event.barrage.colour == "#ff0000" and event.traceparent == TRACEPARENT
 
 
 def test_batch_with_base64_data_and_an_invalid_member() -> None:
@@ -92,7 +95,7 @@ def test_fc_kafka_trigger_shapes(name: str) -> None:
         "01JQ0000000000000000000001",
         "01JQ0000000000000000000002",
     ]
-    assert events[0].attributes.get("traceparent") == TRACEPARENT
+    assert events[0].traceparent == TRACEPARENT
 
 
 def test_fc_kafka_trigger_poison_records_are_marked_not_raised() -> None:
@@ -154,4 +157,4 @@ def test_deeply_nested_data_is_rejected_not_a_crash() -> None:
 
 
 def test_decoded_event_defaults() -> None:
-    assert DecodedEvent("x").attributes == {}
+    assert DecodedEvent("x").traceparent is None
