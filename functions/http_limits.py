@@ -3,8 +3,8 @@
 uvicorn (0.54) times a connection only between requests (its keep-alive timer): a client that
 sends half a request line or half its headers, or stops in the middle of a body, holds the
 connection for ever, and its httptools parser takes headers of any size. The two protocol classes
-here (``HttpToolsWithDeadlines``; ``H11WithDeadlines`` where httptools is not installed, as in FC's
-code package) are uvicorn's own with a clock per connection:
+(``HttpToolsWithDeadlines`` in ``http_limits_httptools``; ``H11WithDeadlines`` in ``http_limits_h11``,
+for where httptools is not installed) are uvicorn's own with a clock per connection:
 
 - **headers**: a request's line and headers must be complete within ``header_timeout_s`` of the
   connection's start, or of the first byte after the previous response. Past it, a client that
@@ -40,10 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import h11
 import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("uvicorn.error")
 READ_BYTES = 256 * 1024  # the most one read of uvloop's or asyncio's transports returns
@@ -80,15 +78,18 @@ HTTP_PARSERS = ("auto", "httptools", "h11")
 
 def protocol_class(parser: str = "auto") -> type[asyncio.Protocol]:
     """The protocol for ``parser``; ``auto``: httptools' when it is installed (as uvicorn's ``auto``), else h11's."""
-    if parser == "h11":
-        return H11WithDeadlines
-    try:
-        from functions.http_limits_httptools import HttpToolsWithDeadlines
-    except ImportError:
-        if parser == "httptools":
-            raise
-        return H11WithDeadlines
-    return HttpToolsWithDeadlines
+    # Each protocol is a module of its own, imported only when chosen: h11 costs a worker's start ~10 ms.
+    if parser != "h11":
+        try:
+            from functions.http_limits_httptools import HttpToolsWithDeadlines
+        except ImportError:
+            if parser == "httptools":
+                raise
+        else:
+            return HttpToolsWithDeadlines
+    from functions.http_limits_h11 import H11WithDeadlines
+
+    return H11WithDeadlines
 
 
 def refusal(status: int, message: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -282,95 +283,3 @@ def expire_body(cycle: Any, transport: asyncio.Transport, message: str,
             cycle.disconnected = True  # the app's sends are dropped from now on
             cycle.message_event.set()
     transport.close()
-
-
-class H11WithDeadlines(H11Protocol):
-    """uvicorn's h11 protocol with the header and body deadlines (the clock follows h11's states).
-
-    The methods called for every request name their base explicitly: zero-argument super() costs
-    more than what they add (Python 3.10 and 3.11 build a super object per call)."""
-
-    def __init__(self, config: uvicorn.Config, server_state: Any, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.read_limits = limits_of(config)
-        self.clock = RequestClock(self.loop, self.read_limits, self._headers_expired, self._body_expired,
-                                  self._server_waits)
-        self._watched: WatchedFlow | None = None
-        self._header_bytes = 0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.flow = self._watched = WatchedFlow(transport, self.clock)
-        self.clock.headers_begin()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.clock.close()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        clock = self.clock
-        if clock.phase == Phase.BODY:
-            clock.body_progress(len(data))
-        elif clock.phase == Phase.IDLE and (self.cycle is None or self.cycle.response_complete):
-            clock.headers_begin()
-            self._header_bytes = 0
-        H11Protocol.data_received(self, data)
-        self._follow()
-        if clock.phase == Phase.HEADERS:  # nothing completed in this read: all of it is headers
-            self._header_bytes += len(data)
-            if self._header_bytes > self.read_limits.max_header_bytes:
-                self._too_large()
-
-    def on_response_complete(self) -> None:
-        H11Protocol.on_response_complete(self)
-        if not self.transport.is_closing():
-            self._follow()  # a pipelined request may have been parsed, or begun
-
-    def handle_websocket_upgrade(self, event: h11.Request) -> None:
-        self.clock.close()
-        super().handle_websocket_upgrade(event)
-
-    def _follow(self) -> None:
-        """Bring the clock in line with what h11 has parsed of the client's side."""
-        clock, state = self.clock, self.conn.their_state
-        if state is h11.SEND_BODY:
-            if clock.phase != Phase.BODY:
-                clock.headers_end()
-                if self._watched is not None and self.cycle is not None:
-                    self._watched.continue_pending = self.cycle.waiting_for_100_continue
-            clock.body_wait()
-        elif state is h11.IDLE:
-            if clock.phase == Phase.IDLE and (self.cycle is None or self.cycle.response_complete) \
-                    and self.conn.trailing_data[0]:
-                clock.headers_begin()  # part of a next request came while this one was answered
-                self._header_bytes = len(self.conn.trailing_data[0])
-        elif clock.phase == Phase.HEADERS or clock.phase == Phase.BODY:
-            clock.body_end()  # the request is complete (or the connection is ending)
-
-    def _server_waits(self) -> bool:
-        return self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue)
-
-    def _headers_expired(self) -> None:
-        if self.transport.is_closing():
-            return
-        log.info("closing a connection: %s", header_timeout_message(self.read_limits))
-        if self.conn.trailing_data[0]:
-            self.transport.write(refusal(408, header_timeout_message(self.read_limits),
-                                         self.server_state.default_headers))
-        self.transport.close()
-
-    def _body_expired(self, message: str) -> None:
-        if not self.transport.is_closing():
-            expire_body(self.cycle, self.transport, message, self.server_state.default_headers, True)
-
-    def _too_large(self) -> None:
-        self.clock.close()
-        if not self.transport.is_closing():
-            self.transport.write(too_large(self.read_limits, self.server_state.default_headers))
-            self.transport.close()
-
-    def send_400_response(self, msg: str) -> None:
-        self.clock.close()
-        self.transport.write(not_http(msg, self.server_state.default_headers))
-        self.transport.close()

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from functions.entrypoint import EntrypointError, plan
-from functions.http_limits import H11WithDeadlines, Phase, ReadLimits, RequestClock, protocol_class
+from functions.http_limits import Phase, ReadLimits, RequestClock, protocol_class
+from functions.http_limits_h11 import H11WithDeadlines
 from functions.http_limits_httptools import HttpToolsWithDeadlines
 from functions.serve import ServeError, ServerOptions, config_for, container_argv, functions_framework_argv
 from functions.targets import SOURCE_FILE
