@@ -38,7 +38,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
@@ -283,3 +283,62 @@ def expire_body(cycle: Any, transport: asyncio.Transport, message: str,
             cycle.disconnected = True  # the app's sends are dropped from now on
             cycle.message_event.set()
     transport.close()
+
+
+class WithDeadlines(asyncio.Protocol):
+    """What both parsers' protocols add to uvicorn's: the clock, flow control that tells it when the
+    server reads again, and the layer's JSON refusals. Listed before uvicorn's protocol among the
+    bases (``class P(WithDeadlines, HttpToolsProtocol)``); each subclass says when a request has begun
+    (``_request_begun``) and whether a 408 may still be written (``_may_answer``)."""
+
+    if TYPE_CHECKING:  # set by uvicorn's protocol
+        loop: asyncio.AbstractEventLoop
+        transport: asyncio.Transport
+        flow: FlowControl
+        cycle: Any
+        server_state: Any
+
+    def __init__(self, config: uvicorn.Config, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)  # type: ignore[call-arg]  # uvicorn's protocol
+        self.read_limits = limits_of(config)
+        self.clock = RequestClock(self.loop, self.read_limits, self._headers_expired, self._body_expired,
+                                  self._server_waits)
+        self._watched: WatchedFlow | None = None
+        self._header_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.flow = self._watched = WatchedFlow(transport, self.clock)
+        self.clock.headers_begin()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.clock.close()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        self.clock.close()
+        self.transport.write(not_http(msg, self.server_state.default_headers))
+        self.transport.close()
+
+    def _request_begun(self) -> bool:
+        raise NotImplementedError
+
+    def _may_answer(self) -> bool:
+        raise NotImplementedError
+
+    def _server_waits(self) -> bool:
+        return self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue)
+
+    def _headers_expired(self) -> None:
+        if self.transport.is_closing():
+            return
+        log.info("closing a connection: %s", header_timeout_message(self.read_limits))
+        if self._request_begun():
+            self.transport.write(refusal(408, header_timeout_message(self.read_limits),
+                                         self.server_state.default_headers))
+        self.transport.close()
+
+    def _body_expired(self, message: str) -> None:
+        if not self.transport.is_closing():
+            expire_body(self.cycle, self.transport, message, self.server_state.default_headers, self._may_answer())

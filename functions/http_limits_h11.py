@@ -6,50 +6,17 @@ uvicorn's ``auto`` choice wherever it is installed).
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import h11
-import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from functions.http_limits import (
-    Phase,
-    RequestClock,
-    WatchedFlow,
-    expire_body,
-    header_timeout_message,
-    limits_of,
-    log,
-    not_http,
-    refusal,
-    too_large,
-)
+from functions.http_limits import Phase, WithDeadlines, too_large
 
 
-class H11WithDeadlines(H11Protocol):
+class H11WithDeadlines(WithDeadlines, H11Protocol):
     """uvicorn's h11 protocol with the header and body deadlines (the clock follows h11's states).
 
     The methods called for every request name their base explicitly: zero-argument super() costs
     more than what they add (Python 3.10 and 3.11 build a super object per call)."""
-
-    def __init__(self, config: uvicorn.Config, server_state: Any, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.read_limits = limits_of(config)
-        self.clock = RequestClock(self.loop, self.read_limits, self._headers_expired, self._body_expired,
-                                  self._server_waits)
-        self._watched: WatchedFlow | None = None
-        self._header_bytes = 0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.flow = self._watched = WatchedFlow(transport, self.clock)
-        self.clock.headers_begin()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.clock.close()
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         clock = self.clock
@@ -91,29 +58,14 @@ class H11WithDeadlines(H11Protocol):
         elif clock.phase == Phase.HEADERS or clock.phase == Phase.BODY:
             clock.body_end()  # the request is complete (or the connection is ending)
 
-    def _server_waits(self) -> bool:
-        return self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue)
+    def _request_begun(self) -> bool:
+        return bool(self.conn.trailing_data[0])
 
-    def _headers_expired(self) -> None:
-        if self.transport.is_closing():
-            return
-        log.info("closing a connection: %s", header_timeout_message(self.read_limits))
-        if self.conn.trailing_data[0]:
-            self.transport.write(refusal(408, header_timeout_message(self.read_limits),
-                                         self.server_state.default_headers))
-        self.transport.close()
-
-    def _body_expired(self, message: str) -> None:
-        if not self.transport.is_closing():
-            expire_body(self.cycle, self.transport, message, self.server_state.default_headers, True)
+    def _may_answer(self) -> bool:
+        return True
 
     def _too_large(self) -> None:
         self.clock.close()
         if not self.transport.is_closing():
             self.transport.write(too_large(self.read_limits, self.server_state.default_headers))
             self.transport.close()
-
-    def send_400_response(self, msg: str) -> None:
-        self.clock.close()
-        self.transport.write(not_http(msg, self.server_state.default_headers))
-        self.transport.close()

@@ -13,41 +13,16 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from functions.http_limits import (
-    Phase,
-    RequestClock,
-    WatchedFlow,
-    expire_body,
-    header_timeout_message,
-    limits_of,
-    log,
-    not_http,
-    refusal,
-    too_large,
-)
+from functions.http_limits import Phase, WithDeadlines, too_large
 
 
-class HttpToolsWithDeadlines(HttpToolsProtocol):
+class HttpToolsWithDeadlines(WithDeadlines, HttpToolsProtocol):
     # The methods called for every request name their base explicitly: zero-argument super() costs
     # a third of what they add (Python 3.10 and 3.11 build a super object per call).
     def __init__(self, config: uvicorn.Config, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.read_limits = limits_of(config)
-        self.clock = RequestClock(self.loop, self.read_limits, self._headers_expired, self._body_expired,
-                                  self._server_waits)
-        self._watched: WatchedFlow | None = None
         self._in_headers = False  # a request's line or headers are arriving
-        self._header_bytes = 0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.flow = self._watched = WatchedFlow(transport, self.clock)
-        self.clock.headers_begin()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.clock.close()
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         clock = self.clock
@@ -91,26 +66,11 @@ class HttpToolsWithDeadlines(HttpToolsProtocol):
         self.clock.close()
         super().handle_websocket_upgrade()
 
-    def _server_waits(self) -> bool:
-        return self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue)
+    def _request_begun(self) -> bool:
+        return self._in_headers
 
-    def _headers_expired(self) -> None:
-        if self.transport.is_closing():
-            return
-        log.info("closing a connection: %s", header_timeout_message(self.read_limits))
-        if self._in_headers:
-            self.transport.write(refusal(408, header_timeout_message(self.read_limits),
-                                         self.server_state.default_headers))
-        self.transport.close()
-
-    def _body_expired(self, message: str) -> None:
-        if not self.transport.is_closing():
-            expire_body(self.cycle, self.transport, message, self.server_state.default_headers, not self.pipeline)
-
-    def send_400_response(self, msg: str) -> None:
-        self.clock.close()
-        self.transport.write(not_http(msg, self.server_state.default_headers))
-        self.transport.close()
+    def _may_answer(self) -> bool:
+        return not self.pipeline
 
     def _too_large(self) -> None:
         self.clock.close()
