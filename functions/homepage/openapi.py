@@ -38,9 +38,14 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "string"}}}
 
 
+# A character that is not whitespace as the server trims it (str.strip): the pattern's own \S is
+# ECMAScript's, which counts U+0085 and U+001C-U+001F as text and U+FEFF as space.
+NOT_BLANK = "[^" + "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x3001)) if c.isspace()) + "]"
+
+
 def openapi_document(max_body_bytes: int, opts: HomePageOptions) -> dict[str, Any]:
     identifier = {"type": "string", "pattern": f"^{ID_PATTERN.pattern}$"}
-    text = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH, "pattern": r"\S",
+    text = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH, "pattern": NOT_BLANK,
             "description": "Trimmed of surrounding whitespace; must not be empty after trimming"}
     # An empty cursor means "from the beginning" (handlers.fetch).
     cursor_schema = {"type": "string", "maxLength": MAX_TOKEN_LENGTH}
