@@ -316,6 +316,16 @@ class WithDeadlines(asyncio.Protocol):
         self.clock.close()
         super().connection_lost(exc)
 
+    def _clock_read(self, size: int) -> bool:
+        """Tells the clock a read of ``size`` bytes came; True when it begins a request (its headers are due)."""
+        clock = self.clock
+        if clock.phase == Phase.BODY:
+            clock.body_progress(size)
+        elif clock.phase == Phase.IDLE and (self.cycle is None or self.cycle.response_complete):
+            clock.headers_begin()
+            return True
+        return False
+
     def send_400_response(self, msg: str) -> None:
         self.clock.close()
         self.transport.write(not_http(msg, self.server_state.default_headers))

@@ -19,15 +19,11 @@ class H11WithDeadlines(WithDeadlines, H11Protocol):
     more than what they add (Python 3.10 and 3.11 build a super object per call)."""
 
     def data_received(self, data: bytes) -> None:
-        clock = self.clock
-        if clock.phase == Phase.BODY:
-            clock.body_progress(len(data))
-        elif clock.phase == Phase.IDLE and (self.cycle is None or self.cycle.response_complete):
-            clock.headers_begin()
+        if WithDeadlines._clock_read(self, len(data)):
             self._header_bytes = 0
         H11Protocol.data_received(self, data)
         self._follow()
-        if clock.phase == Phase.HEADERS:  # nothing completed in this read: all of it is headers
+        if self.clock.phase == Phase.HEADERS:  # nothing completed in this read: all of it is headers
             self._header_bytes += len(data)
             if self._header_bytes > self.read_limits.max_header_bytes:
                 self._too_large()

@@ -25,19 +25,15 @@ class HttpToolsWithDeadlines(WithDeadlines, HttpToolsProtocol):
         self._in_headers = False  # a request's line or headers are arriving
 
     def data_received(self, data: bytes) -> None:
-        clock = self.clock
-        if clock.phase == Phase.BODY:
-            clock.body_progress(len(data))
-        elif clock.phase == Phase.IDLE and (self.cycle is None or self.cycle.response_complete):
-            clock.headers_begin()
+        WithDeadlines._clock_read(self, len(data))
         if self._in_headers:
             self._header_bytes += len(data)  # counted per read: httptools holds a header's value until the next
         HttpToolsProtocol.data_received(self, data)
         if self._in_headers:
             if self._header_bytes > self.read_limits.max_header_bytes:
                 self._too_large()
-        elif clock.phase == Phase.BODY:
-            clock.body_wait()
+        elif self.clock.phase == Phase.BODY:
+            self.clock.body_wait()
 
     # parser callbacks
     def on_message_begin(self) -> None:
